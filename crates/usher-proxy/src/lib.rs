@@ -1,0 +1,1 @@
+//! Usher's HTTP/1.1 load-balancer data plane.
