@@ -1,0 +1,259 @@
+//! The affinity key chain: what in a request ties it to a backend, and which backend that is.
+//!
+//! Reading a request yields a [`Binding`] (a sealed cookie's backend, a learned app-cookie's
+//! backend, a hash to look up, or nothing) plus its provisional [`Outcome`]. [`Affinity::choose`]
+//! turns that into a backend index against the current snapshot, applying the failover policy.
+//! The sealed-cookie spec: no cookie → pick and set; tampered/unknown-key/expired → ignore, pick,
+//! set a fresh one (never an error); valid for an available backend → route there, no `Set-Cookie`
+//! unless the idle expiry needs refreshing; the cookie is always stripped before forwarding.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cookie::{Cookie, SameSite as CookieSameSite};
+use http::{HeaderMap, HeaderValue, Uri};
+use usher_balancer::{
+    BackendId, Claims, KeyRing, LearnedRoutes, LoadView, NONCE_LEN, OpenError, hash_key,
+};
+
+use crate::config::{AffinityMode, CookieConfig, FailurePolicy, LbConfig, SameSite};
+use crate::headers::{find_cookie, find_query};
+use crate::pool::Snapshot;
+use crate::stats::Outcome;
+
+/// What a request carries that ties it to a backend.
+#[derive(Debug, Clone)]
+pub enum Binding {
+    /// Nothing: balance by policy.
+    Unbound,
+    /// A named backend (from a valid sealed cookie, or a learned app cookie).
+    Pinned {
+        /// The backend.
+        id: BackendId,
+        /// The cookie's claims (sealed-cookie mode), for idle refresh.
+        claims: Option<Claims>,
+        /// Hash to fall back on when the backend is gone (app-cookie mode).
+        fallback_hash: Option<u64>,
+    },
+    /// A key to look up on the consistent-hash ring.
+    Hashed(u64),
+}
+
+/// A request's affinity, as read.
+#[derive(Debug, Clone)]
+pub struct Key {
+    /// What ties it.
+    pub binding: Binding,
+    /// Outcome so far (`new`, `invalid`, `expired` for cookies; refined by [`Affinity::choose`]).
+    pub outcome: Outcome,
+}
+
+/// The decision for one attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Choice {
+    /// Backend index in the snapshot, or `None` (→ 503).
+    pub index: Option<usize>,
+    /// Final outcome.
+    pub outcome: Outcome,
+}
+
+/// Affinity settings and state for one load balancer.
+#[derive(Debug)]
+pub struct Affinity {
+    mode: AffinityMode,
+    on_failure: FailurePolicy,
+    keys: KeyRing,
+    cookie: CookieConfig,
+    secure_listener: bool,
+    learned: Option<LearnedRoutes>,
+}
+
+impl Affinity {
+    /// Affinity for `config`, sealing with `keys`.
+    pub fn new(config: &LbConfig, keys: KeyRing, secure_listener: bool) -> Self {
+        let learned = matches!(config.affinity, AffinityMode::AppCookie(_))
+            .then(|| LearnedRoutes::new(config.app_cookie.capacity, config.app_cookie.ttl));
+        Self {
+            mode: config.affinity.clone(),
+            on_failure: config.on_failure,
+            keys,
+            cookie: config.cookie.clone(),
+            secure_listener,
+            learned,
+        }
+    }
+
+    /// The sealed cookie's name when the mode is `cookie`.
+    pub fn own_cookie(&self) -> Option<&str> {
+        matches!(self.mode, AffinityMode::Cookie).then_some(self.cookie.name.as_str())
+    }
+
+    /// Reads a request's affinity key. `client` is the client address (after trusted proxies).
+    pub fn read(&self, headers: &HeaderMap, uri: &Uri, client: IpAddr, now: u64, at: Instant) -> Key {
+        let hashed = |v: &[u8]| Key { binding: Binding::Hashed(hash_key(v)), outcome: Outcome::Hit };
+        let unbound = |outcome| Key { binding: Binding::Unbound, outcome };
+        match &self.mode {
+            AffinityMode::None => unbound(Outcome::Unpinned),
+            AffinityMode::Cookie => match find_cookie(headers, &self.cookie.name) {
+                None => unbound(Outcome::New),
+                Some(token) => match self.keys.open(token, now) {
+                    Ok((claims, _key_id)) => Key {
+                        binding: Binding::Pinned {
+                            id: claims.backend.clone(),
+                            claims: Some(claims),
+                            fallback_hash: None,
+                        },
+                        outcome: Outcome::Hit,
+                    },
+                    Err(OpenError::Expired { .. }) => unbound(Outcome::Expired),
+                    Err(_) => unbound(Outcome::Invalid),
+                },
+            },
+            AffinityMode::SourceIp => match client {
+                IpAddr::V4(ip) => hashed(&ip.octets()),
+                IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+                    Some(v4) => hashed(&v4.octets()),
+                    None => hashed(&ip.octets()),
+                },
+            },
+            AffinityMode::Header(name) => match headers.get(name) {
+                Some(v) if !v.is_empty() => hashed(v.as_bytes()),
+                _ => unbound(Outcome::New),
+            },
+            AffinityMode::Query(name) => match find_query(uri.query(), name) {
+                Some(v) => hashed(v.as_bytes()),
+                None => unbound(Outcome::New),
+            },
+            AffinityMode::AppCookie(name) => match find_cookie(headers, name) {
+                None | Some("") => unbound(Outcome::New),
+                Some(value) => {
+                    let learned = self.learned.as_ref().and_then(|t| t.lookup(value.as_bytes(), at));
+                    let hash = hash_key(value.as_bytes());
+                    match learned {
+                        Some(id) => Key {
+                            binding: Binding::Pinned { id, claims: None, fallback_hash: Some(hash) },
+                            outcome: Outcome::Hit,
+                        },
+                        // Unknown value: consistent hashing keeps it on one backend anyway.
+                        None => Key { binding: Binding::Hashed(hash), outcome: Outcome::New },
+                    }
+                }
+            },
+        }
+    }
+
+    /// Chooses a backend for `key` in `snap`, given the load `view` and a fresh random value.
+    pub fn choose(&self, key: &Key, snap: &Snapshot, view: &impl LoadView, random: u64) -> Choice {
+        let strict = self.on_failure == FailurePolicy::Strict;
+        let policy = |outcome| Choice { index: snap.selector.pick(view, None, random), outcome };
+        match &key.binding {
+            Binding::Unbound => policy(key.outcome),
+            Binding::Pinned { id, fallback_hash, .. } => {
+                let home = snap.index_of(id);
+                if let Some(i) = home.filter(|&i| view.available(i)) {
+                    return Choice { index: Some(i), outcome: key.outcome };
+                }
+                if strict {
+                    return Choice { index: None, outcome: Outcome::StrictReject };
+                }
+                match fallback_hash {
+                    Some(h) => Choice {
+                        index: snap.selector.pick_hashed(view, *h),
+                        outcome: Outcome::Moved,
+                    },
+                    None => policy(Outcome::Moved),
+                }
+            }
+            Binding::Hashed(h) => {
+                let home = snap.selector.pick_hashed(&AllUp, *h);
+                let home_up = home.is_some_and(|i| view.available(i));
+                if !home_up && strict {
+                    return Choice { index: None, outcome: Outcome::StrictReject };
+                }
+                let outcome = if home_up { key.outcome } else { Outcome::Moved };
+                Choice { index: snap.selector.pick_hashed(view, *h), outcome }
+            }
+        }
+    }
+
+    /// The `Set-Cookie` to send with a response from `backend`, if the binding must be (re)issued
+    /// or its idle expiry refreshed.
+    pub fn set_cookie(
+        &self,
+        key: &Key,
+        outcome: Outcome,
+        backend: &BackendId,
+        now: u64,
+    ) -> Option<HeaderValue> {
+        if !matches!(self.mode, AffinityMode::Cookie) {
+            return None;
+        }
+        let idle = self.cookie.idle_timeout.as_secs();
+        let claims = match (&key.binding, outcome) {
+            (Binding::Pinned { claims: Some(c), .. }, Outcome::Hit) => {
+                // Refresh only when less than half the idle window is left.
+                if c.idle_expires_at.saturating_sub(now) >= idle / 2 || c.idle_expires_at >= c.expires_at {
+                    return None;
+                }
+                Claims { idle_expires_at: (now + idle).min(c.expires_at), ..c.clone() }
+            }
+            _ => {
+                let expires_at = now + self.cookie.max_age.as_secs();
+                Claims {
+                    backend: backend.clone(),
+                    issued_at: now,
+                    idle_expires_at: (now + idle).min(expires_at),
+                    expires_at,
+                }
+            }
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
+        let token = self.keys.seal(&claims, nonce);
+        let max_age = claims.expires_at.saturating_sub(now);
+        let same_site = match self.cookie.same_site {
+            SameSite::Lax => CookieSameSite::Lax,
+            SameSite::Strict => CookieSameSite::Strict,
+            SameSite::None => CookieSameSite::None,
+        };
+        let secure =
+            self.cookie.secure || self.secure_listener || self.cookie.same_site == SameSite::None;
+        let c = Cookie::build((self.cookie.name.as_str(), token))
+            .path("/")
+            .http_only(true)
+            .same_site(same_site)
+            .secure(secure)
+            .max_age(cookie::time::Duration::seconds(i64::try_from(max_age).unwrap_or(i64::MAX)));
+        HeaderValue::from_str(&c.to_string()).ok()
+    }
+
+    /// Learns app-cookie routes from a backend's `Set-Cookie` headers.
+    pub fn learn(&self, response_headers: &HeaderMap, backend: &BackendId, at: Instant) {
+        let (AffinityMode::AppCookie(name), Some(table)) = (&self.mode, &self.learned) else {
+            return;
+        };
+        for v in response_headers.get_all(http::header::SET_COOKIE) {
+            let Some(c) = v.to_str().ok().and_then(|s| Cookie::parse(s).ok()) else { continue };
+            if c.name() == name && !c.value().is_empty() {
+                table.learn(c.value().as_bytes(), backend, at);
+            }
+        }
+    }
+}
+
+/// Every backend up and idle: the view under which a hashed key's *home* backend is found.
+struct AllUp;
+
+impl LoadView for AllUp {
+    fn available(&self, _: usize) -> bool {
+        true
+    }
+    fn inflight(&self, _: usize) -> u64 {
+        0
+    }
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+}

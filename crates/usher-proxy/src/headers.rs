@@ -1,0 +1,219 @@
+//! Header hygiene on the way through: hop-by-hop removal (RFC 9110 §7.6.1), forwarding headers,
+//! request ids, and finding the real client address behind trusted proxies.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// `X-Request-Id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers: those named in `Connection`, plus the fixed set
+/// (`Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The client's address: the peer, or — when the peer is a trusted proxy — the right-most
+/// `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match parse_hop(hop) {
+            Some(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // Garbage in a header we trust to be appended to: stop at the last good hop.
+            None => break,
+        }
+    }
+    client
+}
+
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+/// What the forwarding headers describe.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The direct peer.
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy (its forwarding headers are kept and appended to).
+    pub peer_trusted: bool,
+    /// `http` or `https`: the scheme the client used on our listener.
+    pub proto: &'a str,
+}
+
+/// Sets `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`.
+///
+/// From an untrusted peer any forwarding headers it sent are replaced (they could be forged);
+/// from a trusted proxy the chain is extended.
+pub fn set_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
+    let host = headers.get(header::HOST).cloned();
+    let peer = fwd.peer.to_string();
+
+    let xff = match (fwd.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
+        (true, Some(prev)) => format!("{prev}, {peer}"),
+        _ => peer.clone(),
+    };
+    insert(headers, &X_FORWARDED_FOR, &xff);
+
+    if !(fwd.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        insert(headers, &X_FORWARDED_PROTO, fwd.proto);
+    }
+    if !(fwd.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match &host {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+
+    let mut element = String::with_capacity(64);
+    match fwd.peer {
+        IpAddr::V4(ip) => {
+            let _ = write!(element, "for={ip}");
+        }
+        IpAddr::V6(ip) => {
+            let _ = write!(element, "for=\"[{ip}]\"");
+        }
+    }
+    if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
+        if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            let _ = write!(element, ";host=\"{h}\"");
+        }
+    }
+    let _ = write!(element, ";proto={}", fwd.proto);
+    let forwarded = match (fwd.peer_trusted, joined(headers, &header::FORWARDED)) {
+        (true, Some(prev)) => format!("{prev}, {element}"),
+        _ => element,
+    };
+    insert(headers, &header::FORWARDED, &forwarded);
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+fn insert(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name.clone(), v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Keeps a client's `X-Request-Id` when it is sane (1–128 visible ASCII characters), else sets
+/// a fresh random one. Returns the id in use.
+pub fn ensure_request_id(headers: &mut HeaderMap, random: u128) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if (1..=128).contains(&b.len()) && b.iter().all(u8::is_ascii_graphic) {
+            return v.clone();
+        }
+    }
+    let id = HeaderValue::from_str(&format!("{random:032x}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"));
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+/// Finds cookie `name` in the `Cookie` header(s).
+pub fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"'))
+        })
+}
+
+/// Removes cookie `name` from the `Cookie` header(s), keeping every other pair verbatim.
+/// Drops the header altogether when nothing else is left.
+pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    if find_cookie(headers, name).is_none() {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            !pair.is_empty() && pair.split_once('=').map_or(pair.trim(), |(k, _)| k.trim()) != name
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// Finds query parameter `name` in a query string (raw, not percent-decoded).
+pub fn find_query<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name && !v.is_empty()).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests;

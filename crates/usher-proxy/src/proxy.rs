@@ -1,0 +1,218 @@
+//! The request path: hygiene → affinity → selection → forward (with at most one retry) → response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use usher_balancer::LoadView;
+
+use crate::Lb;
+use crate::affinity::{Choice, Key, unix_now};
+use crate::body::{RequestBody, ResponseBody};
+use crate::conn::ConnState;
+use crate::headers::{self, Forwarding, X_REQUEST_ID};
+use crate::pool::BackendSlot;
+use crate::stats::Outcome;
+
+/// Handles one client request. Never fails: every error becomes a clean 4xx/5xx response that
+/// names no backend.
+pub async fn handle(
+    lb: &Lb,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    conn: &Arc<ConnState>,
+) -> Response<ResponseBody> {
+    let activity = conn.request_started();
+    let (parts, body) = proxy(lb, req, peer, conn).await.into_parts();
+    Response::from_parts(parts, body.with_activity(activity))
+}
+
+async fn proxy(
+    lb: &Lb,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    conn: &ConnState,
+) -> Response<ResponseBody> {
+    // A head that carried both Content-Length and Transfer-Encoding is a smuggling attempt.
+    if req.headers().contains_key(header::TRANSFER_ENCODING) && conn.saw_conflicting_framing() {
+        return local(lb, StatusCode::BAD_REQUEST, "conflicting Content-Length and Transfer-Encoding\n", None);
+    }
+    let (mut parts, body) = req.into_parts();
+    let peer_trusted = lb.trusted_proxies.iter().any(|n| n.contains(&peer.ip()));
+    let client = headers::client_ip(peer.ip(), &parts.headers, &lb.trusted_proxies);
+    let (now, at) = (unix_now(), Instant::now());
+    let key = lb.affinity.read(&parts.headers, &parts.uri, client, now, at);
+
+    if let Some(name) = lb.affinity.own_cookie() {
+        headers::strip_cookie(&mut parts.headers, name);
+    }
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    headers::set_forwarding(
+        &mut parts.headers,
+        Forwarding { peer: peer.ip(), peer_trusted, proto: lb.scheme },
+    );
+    let request_id = headers::ensure_request_id(&mut parts.headers, rand::random());
+
+    let body = match RequestBody::from_incoming(body, lb.config.limits.retry_buffer_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return local(lb, StatusCode::BAD_REQUEST, "request body could not be read\n", Some(&request_id));
+        }
+    };
+    let replay_after_send = is_idempotent(&parts.method) || parts.headers.contains_key("idempotency-key");
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+
+    let snap = lb.pool.snapshot();
+    let mut choice = lb.affinity.choose(&key, &snap, &snap.view(lb.pool.now_ms()), rand::random());
+    let mut retried = false;
+    loop {
+        let Some(index) = choice.index else {
+            return refuse(lb, choice.outcome, &request_id);
+        };
+        let Some(slot) = snap.slots.get(index) else {
+            return refuse(lb, choice.outcome, &request_id);
+        };
+        let Some(attempt_body) = body.attempt() else {
+            lb.stats.outcome(choice.outcome);
+            return local(lb, StatusCode::BAD_GATEWAY, "bad gateway\n", Some(&request_id));
+        };
+        let uri = match Uri::builder().scheme("http").authority(slot.authority.clone()).path_and_query(path.as_str()).build() {
+            Ok(u) => u,
+            Err(_) => return local(lb, StatusCode::BAD_REQUEST, "invalid request target\n", Some(&request_id)),
+        };
+        let mut up = Request::new(attempt_body);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = parts.headers.clone();
+
+        let guard = slot.begin();
+        let sent = tokio::time::timeout(lb.config.limits.response_timeout, lb.client.request(up)).await;
+        let failure = match sent {
+            Ok(Ok(res)) => {
+                return respond(lb, res, &key, choice, slot, guard, now, at, &request_id);
+            }
+            Err(_elapsed) => Failure::Timeout,
+            Ok(Err(e)) if e.is_connect() => {
+                lb.pool.mark_down(slot, lb.config.limits.down_backoff);
+                Failure::Connect
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %slot.id, error = %e, "upstream request failed");
+                Failure::AfterSend
+            }
+        };
+        drop(guard);
+        let retry = !retried
+            && match failure {
+                Failure::Connect => true,
+                Failure::AfterSend => replay_after_send,
+                Failure::Timeout => false,
+            };
+        if !retry {
+            lb.stats.outcome(choice.outcome);
+            let (status, text) = match failure {
+                Failure::Timeout => (StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n"),
+                _ => (StatusCode::BAD_GATEWAY, "bad gateway\n"),
+            };
+            return local(lb, status, text, Some(&request_id));
+        }
+        retried = true;
+        lb.stats.retry();
+        let view = Excluding { view: snap.view(lb.pool.now_ms()), skip: index };
+        let again = lb.affinity.choose(&key, &snap, &view, rand::random());
+        // A client that was on its bound backend has now been moved (or refused, if strict).
+        choice = match (choice.outcome, again.outcome) {
+            (Outcome::Hit, Outcome::Hit) => Choice { outcome: Outcome::Moved, ..again },
+            (prev, Outcome::Hit | Outcome::New | Outcome::Unpinned) => Choice { outcome: prev, ..again },
+            (_, other) => Choice { outcome: other, ..again },
+        };
+    }
+}
+
+enum Failure {
+    Connect,
+    AfterSend,
+    Timeout,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    lb: &Lb,
+    res: Response<Incoming>,
+    key: &Key,
+    choice: Choice,
+    slot: &Arc<BackendSlot>,
+    guard: crate::pool::InflightGuard,
+    now: u64,
+    at: Instant,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
+    lb.stats.outcome(choice.outcome);
+    slot.statuses.record(res.status());
+    let (mut parts, body) = res.into_parts();
+    lb.affinity.learn(&parts.headers, &slot.id, at);
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(cookie) = lb.affinity.set_cookie(key, choice.outcome, &slot.id, now) {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
+    if !parts.headers.contains_key(&X_REQUEST_ID) {
+        parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
+    Response::from_parts(parts, ResponseBody::upstream(body).with_inflight(guard))
+}
+
+/// No backend could take the request (none available, or strict affinity refused a move).
+fn refuse(lb: &Lb, outcome: Outcome, request_id: &HeaderValue) -> Response<ResponseBody> {
+    lb.stats.outcome(outcome);
+    let mut res = local(lb, StatusCode::SERVICE_UNAVAILABLE, "service unavailable\n", Some(request_id));
+    let secs = lb.config.limits.down_backoff.as_secs().max(1);
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    res
+}
+
+/// A response made by the load balancer; counted, and never naming a backend.
+pub fn local(
+    lb: &Lb,
+    status: StatusCode,
+    text: &'static str,
+    request_id: Option<&HeaderValue>,
+) -> Response<ResponseBody> {
+    lb.stats.local.record(status);
+    let mut res = Response::new(ResponseBody::local(text));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(id) = request_id {
+        h.insert(X_REQUEST_ID.clone(), id.clone());
+    }
+    res
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE)
+}
+
+/// A load view with one backend taken out (the one that just failed).
+struct Excluding<V> {
+    view: V,
+    skip: usize,
+}
+
+impl<V: LoadView> LoadView for Excluding<V> {
+    fn available(&self, i: usize) -> bool {
+        i != self.skip && self.view.available(i)
+    }
+    fn inflight(&self, i: usize) -> u64 {
+        self.view.inflight(i)
+    }
+}

@@ -1,0 +1,86 @@
+//! The accept loop and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::Lb;
+use crate::conn::{ConnEnd, ConnIo, ConnState, drive};
+
+/// Serves clients on an already-bound `listener` until `shutdown` resolves; then stops accepting,
+/// lets in-flight requests finish (up to `limits.shutdown_grace`), closes the rest and logs the
+/// outcome summary.
+pub async fn serve(listener: TcpListener, lb: Arc<Lb>, shutdown: impl Future<Output = ()>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    conns.spawn(connection(Arc::clone(&lb), stream, peer, stop_rx.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let open = conns.len();
+    tracing::info!(open_connections = open, "shutting down: no longer accepting");
+    let _ = stop_tx.send(true);
+    let grace = lb.config.limits.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = conns.len(),
+            ?grace,
+            "shutdown grace expired; closing remaining connections"
+        );
+        conns.shutdown().await;
+    }
+    lb.log_summary();
+}
+
+async fn connection(lb: Arc<Lb>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let limits = &lb.config.limits;
+    let state = ConnState::new(limits.header_read_timeout, limits.idle_timeout);
+    let io = TokioIo::new(ConnIo::new(stream, Arc::clone(&state)));
+    let svc_lb = Arc::clone(&lb);
+    let svc_state = Arc::clone(&state);
+    let service = service_fn(move |req| {
+        let lb = Arc::clone(&svc_lb);
+        let state = Arc::clone(&svc_state);
+        async move { Ok::<_, Infallible>(crate::proxy::handle(&lb, req, peer, &state).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    match drive(state, conn.as_mut(), stop).await {
+        ConnEnd::HeaderTimeout => tracing::debug!(%peer, "closed: request head not received in time"),
+        ConnEnd::Idle => tracing::trace!(%peer, "closed: idle keep-alive connection"),
+        ConnEnd::Closed => {}
+    }
+}

@@ -1,0 +1,241 @@
+//! `usher lb`: run the load balancer, or make affinity keys (`usher lb keygen`).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use ipnet::IpNet;
+use usher_balancer::Policy;
+use usher_proxy::{
+    AffinityMode, BackendAddr, BackendSection, FailurePolicy, FileConfig, LbConfig, SameSite,
+};
+
+/// `usher lb`.
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "EXAMPLES:\n  usher lb --listen 127.0.0.1:8080 --backend shop-0=127.0.0.1:9001 \\\n           --backend shop-1=127.0.0.1:9002 --policy least-conn --affinity cookie --on-failure repin\n  usher lb --config examples/lb.toml --key-file keys.txt\n  usher lb keygen --out keys.txt        # create, or append a new sealing key to rotate\n\nFlags override the config file; --backend flags replace its backends.\nDurations are written like 500ms, 30s, 2h."
+)]
+pub struct LbCommand {
+    #[command(subcommand)]
+    sub: Option<LbSub>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum LbSub {
+    /// Make a new affinity cookie key. With --out, appends it to the file (creating it): the
+    /// newest key seals, older keys keep opening cookies they sealed (rotation).
+    Keygen {
+        /// Key file to append to; without it the key line is printed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// TOML config file (see examples/lb.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// A backend, ID=HOST:PORT or ID=HOST:PORT,weight=N (repeat for each).
+    #[arg(long = "backend", value_name = "ID=ADDR[,weight=N]", value_parser = parse_backend)]
+    backends: Vec<BackendSection>,
+    /// Selection policy: round-robin | least-conn | p2c | maglev [default: round-robin].
+    #[arg(long)]
+    policy: Option<Policy>,
+    /// Bounded-load factor c for consistent hashing: no backend above c x mean in-flight [default: 1.25].
+    #[arg(long, value_name = "C")]
+    balance_factor: Option<f64>,
+    /// Affinity: none | cookie | source-ip | header:NAME | query:NAME | app-cookie:NAME [default: none].
+    #[arg(long)]
+    affinity: Option<AffinityMode>,
+    /// When a pinned backend is unavailable: repin | strict [default: repin].
+    #[arg(long, value_name = "POLICY")]
+    on_failure: Option<FailurePolicy>,
+    /// Affinity cookie key file (from `usher lb keygen`); without one a random key is used.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Trust X-Forwarded-For from this CIDR (repeat for each).
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxies: Vec<IpNet>,
+    /// Affinity cookie name [default: usher].
+    #[arg(long)]
+    cookie_name: Option<String>,
+    /// Affinity cookie SameSite: lax | strict | none [default: lax].
+    #[arg(long)]
+    cookie_same_site: Option<SameSite>,
+    /// Mark the affinity cookie Secure (always on TLS listeners).
+    #[arg(long)]
+    cookie_secure: bool,
+    /// Absolute lifetime of a cookie binding, also its Max-Age [default: 24h].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    cookie_max_age: Option<Duration>,
+    /// A cookie binding unused this long expires (sliding) [default: 30m].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    cookie_idle_timeout: Option<Duration>,
+    /// A client must send its whole request head within this [default: 10s].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    header_read_timeout: Option<Duration>,
+    /// Largest request head; larger gets 431 [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    max_header_bytes: Option<usize>,
+    /// Backend connect timeout [default: 2s].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    connect_timeout: Option<Duration>,
+    /// Time for a backend to send its response head [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    response_timeout: Option<Duration>,
+    /// Idle keep-alive client connections are closed after this [default: 60s].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    idle_timeout: Option<Duration>,
+    /// On SIGTERM/SIGINT, wait this long for in-flight requests [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    shutdown_grace: Option<Duration>,
+}
+
+fn parse_backend(s: &str) -> Result<BackendSection, String> {
+    let (id, rest) = s.split_once('=').ok_or("expected ID=HOST:PORT[,weight=N]")?;
+    let (addr, weight) = match rest.split_once(',') {
+        None => (rest, None),
+        Some((addr, w)) => {
+            let n = w
+                .strip_prefix("weight=")
+                .and_then(|n| n.parse::<u32>().ok())
+                .ok_or("expected ,weight=N after the address")?;
+            (addr, Some(n))
+        }
+    };
+    Ok(BackendSection {
+        id: id.parse().map_err(|e| format!("{e}"))?,
+        addr: addr.parse::<BackendAddr>().map_err(|e| format!("{e}"))?,
+        weight,
+    })
+}
+
+/// Runs `usher lb`.
+pub fn run(cmd: LbCommand) -> anyhow::Result<()> {
+    match cmd.sub {
+        Some(LbSub::Keygen { out }) => keygen(out.as_deref()),
+        None => serve(cmd.run),
+    }
+}
+
+fn keygen(out: Option<&Path>) -> anyhow::Result<()> {
+    let key = usher_proxy::generate_key(rand::random());
+    let line = key.to_line();
+    let Some(path) = out else {
+        println!("{line}");
+        return Ok(());
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut file = opts.open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    writeln!(file, "{line}").with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("usher: appended sealing key {} to {}", key.id(), path.display());
+    Ok(())
+}
+
+fn config_from(args: RunArgs) -> anyhow::Result<LbConfig> {
+    let (mut raw, text) = match &args.config {
+        Some(path) => {
+            let (raw, text) = FileConfig::read(path)?;
+            (raw, Some(text))
+        }
+        None => (FileConfig::default(), None),
+    };
+    set(&mut raw.listen, args.listen);
+    set(&mut raw.policy, args.policy);
+    set(&mut raw.balance_factor, args.balance_factor);
+    set(&mut raw.affinity, args.affinity);
+    set(&mut raw.on_failure, args.on_failure);
+    set(&mut raw.key_file, args.key_file);
+    if !args.trusted_proxies.is_empty() {
+        raw.trusted_proxies = Some(args.trusted_proxies);
+    }
+    set(&mut raw.cookie.name, args.cookie_name);
+    set(&mut raw.cookie.same_site, args.cookie_same_site);
+    if args.cookie_secure {
+        raw.cookie.secure = Some(true);
+    }
+    set(&mut raw.cookie.max_age, args.cookie_max_age);
+    set(&mut raw.cookie.idle_timeout, args.cookie_idle_timeout);
+    let l = &mut raw.limits;
+    set(&mut l.header_read_timeout, args.header_read_timeout);
+    set(&mut l.max_header_bytes, args.max_header_bytes);
+    set(&mut l.connect_timeout, args.connect_timeout);
+    set(&mut l.response_timeout, args.response_timeout);
+    set(&mut l.idle_timeout, args.idle_timeout);
+    set(&mut l.shutdown_grace, args.shutdown_grace);
+    let text = if args.backends.is_empty() {
+        text
+    } else {
+        // Flag backends have no line in any file.
+        raw.backends = args.backends.into_iter().map(|b| toml::Spanned::new(0..0, b)).collect();
+        None
+    };
+    let config = LbConfig::from_raw(raw, text.as_deref())?;
+    Ok(config)
+}
+
+fn set<T>(slot: &mut Option<T>, flag: Option<T>) {
+    if flag.is_some() {
+        *slot = flag;
+    }
+}
+
+fn serve(args: RunArgs) -> anyhow::Result<()> {
+    let config = config_from(args)?;
+    let keys = usher_proxy::load_keys(config.key_file.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local = listener.local_addr()?;
+        tracing::info!(
+            listen = %local,
+            backends = config.backends.len(),
+            policy = config.policy.as_str(),
+            affinity = %config.affinity,
+            "usher lb ready"
+        );
+        let lb = usher_proxy::Lb::new(config, keys)?;
+        usher_proxy::serve(listener, lb, shutdown_signal()).await;
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
