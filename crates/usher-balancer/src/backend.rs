@@ -39,6 +39,13 @@ impl BackendId {
     }
 }
 
+impl std::str::FromStr for BackendId {
+    type Err = InvalidBackendId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
 impl fmt::Display for BackendId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -7,7 +7,7 @@
 //! * [`BackendId`], [`Member`], [`LoadView`] — who can be picked and how loaded they are.
 //! * [`Selector`] — the selection policies (`round-robin`, `least-conn`, `p2c`, `maglev`) and the
 //!   consistent-hash pick with bounded load used by hashed affinity keys.
-//! * [`KeyRing`] / [`Claims`] — the sealed affinity cookie (XChaCha20-Poly1305, key ids for rotation).
+//! * [`KeyRing`] / [`Claims`] — the sealed affinity cookie (AES-256-GCM, key ids for rotation).
 //! * [`LearnedRoutes`] — the bounded, expiring table behind `app-cookie:NAME` affinity.
 
 mod affinity;

@@ -8,6 +8,7 @@
 //! unless the idle expiry needs refreshing; the cookie is always stripped before forwarding.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cookie::{Cookie, SameSite as CookieSameSite};
@@ -66,6 +67,7 @@ pub struct Affinity {
     cookie: CookieConfig,
     secure_listener: bool,
     learned: Option<LearnedRoutes>,
+    nonces: Nonces,
 }
 
 impl Affinity {
@@ -80,6 +82,7 @@ impl Affinity {
             cookie: config.cookie.clone(),
             secure_listener,
             learned,
+            nonces: Nonces::new(rand::random()),
         }
     }
 
@@ -207,9 +210,7 @@ impl Affinity {
                 }
             }
         };
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
-        let token = self.keys.seal(&claims, nonce);
+        let token = self.keys.seal(&claims, self.nonces.next());
         let max_age = claims.expires_at.saturating_sub(now);
         let same_site = match self.cookie.same_site {
             SameSite::Lax => CookieSameSite::Lax,
@@ -241,6 +242,31 @@ impl Affinity {
     }
 }
 
+/// Cookie nonces: a random 96-bit start per process plus a counter, so no nonce repeats within
+/// a process and processes sharing a key collide only if their random starts fall within one
+/// run's count of each other in 2^96 (AES-GCM must never reuse a nonce under one key).
+#[derive(Debug)]
+struct Nonces {
+    start: u128,
+    counter: AtomicU64,
+}
+
+impl Nonces {
+    const MASK: u128 = (1 << 96) - 1;
+
+    fn new(start: u128) -> Self {
+        Self { start: start & Self::MASK, counter: AtomicU64::new(0) }
+    }
+
+    fn next(&self) -> [u8; NONCE_LEN] {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let value = self.start.wrapping_add(u128::from(n)) & Self::MASK;
+        let mut out = [0u8; NONCE_LEN];
+        out.copy_from_slice(&value.to_be_bytes()[16 - NONCE_LEN..]);
+        out
+    }
+}
+
 /// Every backend up and idle: the view under which a hashed key's *home* backend is found.
 struct AllUp;
 
@@ -256,4 +282,22 @@ impl LoadView for AllUp {
 /// Unix time in seconds.
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_count_up_from_a_random_start_and_wrap_within_96_bits() {
+        let n = Nonces::new(u128::MAX);
+        assert_eq!(n.next(), [0xff; NONCE_LEN]);
+        assert_eq!(n.next(), [0; NONCE_LEN], "wraps at 2^96");
+        let mut third = [0; NONCE_LEN];
+        third[NONCE_LEN - 1] = 1;
+        assert_eq!(n.next(), third);
+        let m = Nonces::new(5);
+        let a = m.next();
+        assert_ne!(a, m.next());
+    }
 }

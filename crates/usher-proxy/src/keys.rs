@@ -25,14 +25,16 @@ pub enum KeyError {
     },
 }
 
-/// The key ring from `path`, or — with no file — a random single-key ring and a warning (cookies
-/// then only work with this one process and die with it).
-pub fn load_keys(path: Option<&Path>) -> Result<KeyRing, KeyError> {
+/// The key ring from `path`, or — with no file — a random single-key ring, with a warning when
+/// `cookie_mode` (cookies then only work with this one process and die with it).
+pub fn load_keys(path: Option<&Path>, cookie_mode: bool) -> Result<KeyRing, KeyError> {
     let Some(path) = path else {
-        tracing::warn!(
+        if cookie_mode {
+            tracing::warn!(
             "no --key-file: using a random affinity key; cookies will not be readable by other \
              replicas or after a restart (make one with `usher lb keygen --out FILE`)"
-        );
+            );
+        }
         return Ok(single(generate_key(rand::random())));
     };
     let text = std::fs::read_to_string(path)

@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! # async fn run(config: usher_proxy::LbConfig) -> anyhow::Result<()> {
-//! let keys = usher_proxy::load_keys(config.key_file.as_deref())?;
+//! let keys = usher_proxy::load_keys(config.key_file.as_deref(), true)?;
 //! let lb = usher_proxy::Lb::new(config.clone(), keys)?;
 //! let listener = tokio::net::TcpListener::bind(config.listen).await?;
 //! usher_proxy::serve(listener, lb, async { let _ = tokio::signal::ctrl_c().await; }).await;

@@ -174,7 +174,7 @@ fn seal(ring: &KeyRing, backend: &str, issued: u64, idle_exp: u64, exp: u64) -> 
         idle_expires_at: idle_exp,
         expires_at: exp,
     };
-    ring.seal(&claims, [9u8; 24])
+    ring.seal(&claims, [9u8; usher_balancer::NONCE_LEN])
 }
 
 fn usher_cookie(r: &Reply) -> Option<String> {

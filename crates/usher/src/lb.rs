@@ -195,7 +195,8 @@ fn set<T>(slot: &mut Option<T>, flag: Option<T>) {
 
 fn serve(args: RunArgs) -> anyhow::Result<()> {
     let config = config_from(args)?;
-    let keys = usher_proxy::load_keys(config.key_file.as_deref())?;
+    let cookie_mode = config.affinity == AffinityMode::Cookie;
+    let keys = usher_proxy::load_keys(config.key_file.as_deref(), cookie_mode)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -205,6 +206,7 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local = listener.local_addr()?;
+        let shutdown = shutdown_signal()?;
         tracing::info!(
             listen = %local,
             backends = config.backends.len(),
@@ -213,29 +215,21 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
             "usher lb ready"
         );
         let lb = usher_proxy::Lb::new(config, keys)?;
-        usher_proxy::serve(listener, lb, shutdown_signal()).await;
+        usher_proxy::serve(listener, lb, shutdown).await;
         anyhow::Ok(())
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Installs SIGTERM/SIGINT handlers now (so a signal that arrives before the server runs is not
+/// fatal) and returns a future that resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT: shutting down"),
-        () = term => tracing::info!("SIGTERM: shutting down"),
-    }
+    })
 }

@@ -1,4 +1,6 @@
-//! Affinity building blocks: the sealed cookie and the learned app-cookie table.
+//! Affinity building blocks: the sealed cookie ([`token`], keys in [`keyring`]) and the learned
+//! app-cookie table ([`learned`]).
 
+pub(crate) mod keyring;
 pub(crate) mod learned;
 pub(crate) mod token;

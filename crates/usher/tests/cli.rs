@@ -1,0 +1,201 @@
+//! The `usher` binary as a user runs it: flags, config files, key files, signals.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../usher-proxy/tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::{Backend, Client};
+
+fn usher() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_usher"));
+    c.env("RUST_LOG", "info");
+    c
+}
+
+/// A running `usher lb` and its stderr lines (read on a thread).
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = usher()
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits (bounded) for a stderr line containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// The address from the "usher lb ready" line.
+    fn listen_addr(&mut self) -> String {
+        let line = self.wait_for("usher lb ready");
+        let start = line.find("listen=").unwrap() + "listen=".len();
+        line[start..].split_whitespace().next().unwrap().to_owned()
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("usher did not exit");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lb_from_flags_serves_pins_and_shuts_down_on_sigterm_with_a_summary() {
+    let b0 = Backend::start("shop-0").await;
+    let b1 = Backend::start("shop-1").await;
+    let (a0, a1) = (format!("shop-0={}", b0.addr), format!("shop-1={}", b1.addr));
+    let mut lb = Running::start(&[
+        "lb", "--listen", "127.0.0.1:0", "--backend", &a0, "--backend", &a1, "--policy",
+        "least-conn", "--affinity", "cookie", "--on-failure", "repin",
+    ]);
+    let addr = lb.listen_addr();
+    let mut c = Client::default();
+    let first = c.get(&format!("http://{addr}/")).await;
+    assert_eq!(first.status, 200);
+    for _ in 0..10 {
+        assert_eq!(c.get(&format!("http://{addr}/")).await.backend(), first.backend());
+    }
+    lb.wait_for("random affinity key"); // no --key-file: warned
+    lb.signal("-TERM");
+    lb.wait_for("summary: affinity outcomes new=1 hit=10");
+    assert!(lb.wait_exit().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_a_key_file_read_each_others_cookies() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.txt");
+    let keys_s = keys.to_str().unwrap();
+    for _ in 0..2 {
+        let out = usher().args(["lb", "keygen", "--out", keys_s]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = std::fs::read_to_string(&keys).unwrap();
+    assert_eq!(text.lines().count(), 2, "keygen appends: {text}");
+    let printed = usher().args(["lb", "keygen"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&printed.stdout).lines().count(), 1);
+
+    let bs = [Backend::start("shop-0").await, Backend::start("shop-1").await, Backend::start("shop-2").await];
+    let backends: Vec<String> = bs.iter().map(|b| format!("{}={}", b.id, b.addr)).collect();
+    let start = || {
+        let mut args = vec!["lb", "--listen", "127.0.0.1:0", "--affinity", "cookie", "--key-file", keys_s];
+        for b in &backends {
+            args.extend(["--backend", b.as_str()]);
+        }
+        Running::start(&args)
+    };
+    let (mut r1, mut r2) = (start(), start());
+    let (addr1, addr2) = (r1.listen_addr(), r2.listen_addr());
+    // Pin clients on replica 1, then send them to replica 2: same backend, no new cookie.
+    for _ in 0..3 {
+        let mut c = Client::default();
+        let home = c.get(&format!("http://{addr1}/")).await.backend().to_owned();
+        for _ in 0..5 {
+            let r = c.get(&format!("http://{addr2}/")).await;
+            assert_eq!(r.backend(), home);
+            assert!(r.set_cookie("usher").is_none());
+        }
+    }
+}
+
+#[test]
+fn config_errors_name_the_field_and_line_and_exit_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:0\"\n\n[[backend]]\nid = \"shop-0\"\naddr = \"127.0.0.1:1\"\nweigth = 2\n").unwrap();
+    let out = usher().args(["lb", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("weigth") && err.contains("line 6"), "{err}");
+
+    let out = usher().args(["lb", "--backend", "shop-0=127.0.0.1:1", "--affinity", "cookies"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--affinity"));
+
+    let out = usher().args(["lb", "--backend", "bad id=127.0.0.1:1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--backend"));
+
+    std::fs::write(&path, "1 tooshort\n").unwrap();
+    let out = usher()
+        .args(["lb", "--backend", "shop-0=127.0.0.1:1", "--key-file", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 1") && !err.contains("tooshort"), "{err}");
+}
+
+#[test]
+fn the_example_config_starts() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/lb.toml");
+    let mut lb = Running::start(&["lb", "--config", example, "--listen", "127.0.0.1:0"]);
+    lb.listen_addr();
+    lb.signal("-INT");
+    assert!(lb.wait_exit().success());
+}
+
+#[test]
+fn help_documents_every_mode() {
+    let out = usher().args(["lb", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in ["--affinity", "header:NAME", "app-cookie:NAME", "--on-failure", "maglev", "--key-file", "keygen", "--trusted-proxy"] {
+        assert!(help.contains(needle), "{needle} missing from --help");
+    }
+}
