@@ -92,9 +92,22 @@ impl Affinity {
     }
 
     /// Reads a request's affinity key. `client` is the client address (after trusted proxies).
-    pub fn read(&self, headers: &HeaderMap, uri: &Uri, client: IpAddr, now: u64, at: Instant) -> Key {
-        let hashed = |v: &[u8]| Key { binding: Binding::Hashed(hash_key(v)), outcome: Outcome::Hit };
-        let unbound = |outcome| Key { binding: Binding::Unbound, outcome };
+    pub fn read(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        client: IpAddr,
+        now: u64,
+        at: Instant,
+    ) -> Key {
+        let hashed = |v: &[u8]| Key {
+            binding: Binding::Hashed(hash_key(v)),
+            outcome: Outcome::Hit,
+        };
+        let unbound = |outcome| Key {
+            binding: Binding::Unbound,
+            outcome,
+        };
         match &self.mode {
             AffinityMode::None => unbound(Outcome::Unpinned),
             AffinityMode::Cookie => match find_cookie(headers, &self.cookie.name) {
@@ -130,15 +143,25 @@ impl Affinity {
             AffinityMode::AppCookie(name) => match find_cookie(headers, name) {
                 None | Some("") => unbound(Outcome::New),
                 Some(value) => {
-                    let learned = self.learned.as_ref().and_then(|t| t.lookup(value.as_bytes(), at));
+                    let learned = self
+                        .learned
+                        .as_ref()
+                        .and_then(|t| t.lookup(value.as_bytes(), at));
                     let hash = hash_key(value.as_bytes());
                     match learned {
                         Some(id) => Key {
-                            binding: Binding::Pinned { id, claims: None, fallback_hash: Some(hash) },
+                            binding: Binding::Pinned {
+                                id,
+                                claims: None,
+                                fallback_hash: Some(hash),
+                            },
                             outcome: Outcome::Hit,
                         },
                         // Unknown value: consistent hashing keeps it on one backend anyway.
-                        None => Key { binding: Binding::Hashed(hash), outcome: Outcome::New },
+                        None => Key {
+                            binding: Binding::Hashed(hash),
+                            outcome: Outcome::New,
+                        },
                     }
                 }
             },
@@ -148,16 +171,27 @@ impl Affinity {
     /// Chooses a backend for `key` in `snap`, given the load `view` and a fresh random value.
     pub fn choose(&self, key: &Key, snap: &Snapshot, view: &impl LoadView, random: u64) -> Choice {
         let strict = self.on_failure == FailurePolicy::Strict;
-        let policy = |outcome| Choice { index: snap.selector.pick(view, None, random), outcome };
+        let policy = |outcome| Choice {
+            index: snap.selector.pick(view, None, random),
+            outcome,
+        };
         match &key.binding {
             Binding::Unbound => policy(key.outcome),
-            Binding::Pinned { id, fallback_hash, .. } => {
+            Binding::Pinned {
+                id, fallback_hash, ..
+            } => {
                 let home = snap.index_of(id);
                 if let Some(i) = home.filter(|&i| view.available(i)) {
-                    return Choice { index: Some(i), outcome: key.outcome };
+                    return Choice {
+                        index: Some(i),
+                        outcome: key.outcome,
+                    };
                 }
                 if strict {
-                    return Choice { index: None, outcome: Outcome::StrictReject };
+                    return Choice {
+                        index: None,
+                        outcome: Outcome::StrictReject,
+                    };
                 }
                 match fallback_hash {
                     Some(h) => Choice {
@@ -171,10 +205,18 @@ impl Affinity {
                 let home = snap.selector.pick_hashed(&AllUp, *h);
                 let home_up = home.is_some_and(|i| view.available(i));
                 if !home_up && strict {
-                    return Choice { index: None, outcome: Outcome::StrictReject };
+                    return Choice {
+                        index: None,
+                        outcome: Outcome::StrictReject,
+                    };
                 }
-                let outcome = if home_up { key.outcome } else { Outcome::Moved };
-                Choice { index: snap.selector.pick_hashed(view, *h), outcome }
+                let index = snap.selector.pick_hashed(view, *h);
+                // Sent elsewhere because home is down, or over the bounded-load cap: a move.
+                let outcome = match (key.outcome, index == home) {
+                    (Outcome::Hit, false) => Outcome::Moved,
+                    (o, _) => o,
+                };
+                Choice { index, outcome }
             }
         }
     }
@@ -193,12 +235,22 @@ impl Affinity {
         }
         let idle = self.cookie.idle_timeout.as_secs();
         let claims = match (&key.binding, outcome) {
-            (Binding::Pinned { claims: Some(c), .. }, Outcome::Hit) => {
+            (
+                Binding::Pinned {
+                    claims: Some(c), ..
+                },
+                Outcome::Hit,
+            ) => {
                 // Refresh only when less than half the idle window is left.
-                if c.idle_expires_at.saturating_sub(now) >= idle / 2 || c.idle_expires_at >= c.expires_at {
+                if c.idle_expires_at.saturating_sub(now) >= idle / 2
+                    || c.idle_expires_at >= c.expires_at
+                {
                     return None;
                 }
-                Claims { idle_expires_at: (now + idle).min(c.expires_at), ..c.clone() }
+                Claims {
+                    idle_expires_at: (now + idle).min(c.expires_at),
+                    ..c.clone()
+                }
             }
             _ => {
                 let expires_at = now + self.cookie.max_age.as_secs();
@@ -224,7 +276,9 @@ impl Affinity {
             .http_only(true)
             .same_site(same_site)
             .secure(secure)
-            .max_age(cookie::time::Duration::seconds(i64::try_from(max_age).unwrap_or(i64::MAX)));
+            .max_age(cookie::time::Duration::seconds(
+                i64::try_from(max_age).unwrap_or(i64::MAX),
+            ));
         HeaderValue::from_str(&c.to_string()).ok()
     }
 
@@ -234,7 +288,9 @@ impl Affinity {
             return;
         };
         for v in response_headers.get_all(http::header::SET_COOKIE) {
-            let Some(c) = v.to_str().ok().and_then(|s| Cookie::parse(s).ok()) else { continue };
+            let Some(c) = v.to_str().ok().and_then(|s| Cookie::parse(s).ok()) else {
+                continue;
+            };
             if c.name() == name && !c.value().is_empty() {
                 table.learn(c.value().as_bytes(), backend, at);
             }
@@ -255,7 +311,10 @@ impl Nonces {
     const MASK: u128 = (1 << 96) - 1;
 
     fn new(start: u128) -> Self {
-        Self { start: start & Self::MASK, counter: AtomicU64::new(0) }
+        Self {
+            start: start & Self::MASK,
+            counter: AtomicU64::new(0),
+        }
     }
 
     fn next(&self) -> [u8; NONCE_LEN] {
@@ -281,7 +340,10 @@ impl LoadView for AllUp {
 
 /// Unix time in seconds.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }
 
 #[cfg(test)]

@@ -50,9 +50,16 @@ impl RequestBody {
         let small = hint.exact().is_some_and(|n| n <= buffer_limit as u64);
         if small {
             let bytes = body.collect().await?.to_bytes();
-            return Ok(if bytes.is_empty() { Self::Empty } else { Self::Buffered(bytes) });
+            return Ok(if bytes.is_empty() {
+                Self::Empty
+            } else {
+                Self::Buffered(bytes)
+            });
         }
-        Ok(Self::Stream { slot: Arc::new(Mutex::new(Some(body))), hint })
+        Ok(Self::Stream {
+            slot: Arc::new(Mutex::new(Some(body))),
+            hint,
+        })
     }
 
     /// A body for one attempt, or `None` when an earlier attempt already consumed the stream.
@@ -65,7 +72,7 @@ impl RequestBody {
                 unread.then(|| AttemptBody::Stream {
                     slot: Arc::clone(slot),
                     taken: None,
-                    hint: hint.clone(),
+                    hint: *hint,
                 })
             }
         }
@@ -103,7 +110,10 @@ impl Body for AttemptBody {
             Self::Buffered(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream { slot, taken, .. } => {
                 if taken.is_none() {
-                    *taken = slot.lock().map_err(|_| "request body lock poisoned")?.take();
+                    *taken = slot
+                        .lock()
+                        .map_err(|_| "request body lock poisoned")?
+                        .take();
                 }
                 match taken {
                     Some(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
@@ -127,7 +137,7 @@ impl Body for AttemptBody {
             Self::Empty => SizeHint::with_exact(0),
             Self::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Stream { taken: Some(b), .. } => b.size_hint(),
-            Self::Stream { hint, .. } => hint.clone(),
+            Self::Stream { hint, .. } => *hint,
         }
     }
 }
@@ -149,12 +159,20 @@ enum Inner {
 impl ResponseBody {
     /// A backend's streaming response.
     pub fn upstream(body: Incoming) -> Self {
-        Self { inner: Inner::Upstream(body), _inflight: None, _activity: None }
+        Self {
+            inner: Inner::Upstream(body),
+            _inflight: None,
+            _activity: None,
+        }
     }
 
     /// A response made by the load balancer itself.
     pub fn local(text: impl Into<Bytes>) -> Self {
-        Self { inner: Inner::Local(Full::new(text.into())), _inflight: None, _activity: None }
+        Self {
+            inner: Inner::Local(Full::new(text.into())),
+            _inflight: None,
+            _activity: None,
+        }
     }
 
     /// Keeps the backend's in-flight count up until the body is done.

@@ -69,7 +69,8 @@ impl ConnState {
         let now = self.now_ms();
         self.last_activity_ms.store(now, Relaxed);
         if self.active_requests.load(Relaxed) == 0 && self.head_deadline_ms.load(Relaxed) == 0 {
-            self.head_deadline_ms.store(now + self.header_timeout_ms, Relaxed);
+            self.head_deadline_ms
+                .store(now + self.header_timeout_ms, Relaxed);
             self.notify.notify_one();
         }
         let mut scanner = self.scanner.lock().unwrap_or_else(|e| e.into_inner());
@@ -169,10 +170,10 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.inner.poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res {
-            if n > 0 {
-                this.state.on_write();
-            }
+        if let Poll::Ready(Ok(n)) = res
+            && n > 0
+        {
+            this.state.on_write();
         }
         res
     }
@@ -184,10 +185,10 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.inner.poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res {
-            if n > 0 {
-                this.state.on_write();
-            }
+        if let Poll::Ready(Ok(n)) = res
+            && n > 0
+        {
+            this.state.on_write();
         }
         res
     }

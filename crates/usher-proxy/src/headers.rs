@@ -125,10 +125,10 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
             let _ = write!(element, "for=\"[{ip}]\"");
         }
     }
-    if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
-        if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
-            let _ = write!(element, ";host=\"{h}\"");
-        }
+    if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok())
+        && h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        let _ = write!(element, ";host=\"{h}\"");
     }
     let _ = write!(element, ";proto={}", fwd.proto);
     let forwarded = match (fwd.peer_trusted, joined(headers, &header::FORWARDED)) {
@@ -139,7 +139,11 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let parts: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
@@ -200,10 +204,10 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
         .map(str::to_owned)
         .collect();
     headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(header::COOKIE, v);
-        }
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, v);
     }
 }
 

@@ -31,15 +31,20 @@ pub fn load_keys(path: Option<&Path>, cookie_mode: bool) -> Result<KeyRing, KeyE
     let Some(path) = path else {
         if cookie_mode {
             tracing::warn!(
-            "no --key-file: using a random affinity key; cookies will not be readable by other \
+                "no --key-file: using a random affinity key; cookies will not be readable by other \
              replicas or after a restart (make one with `usher lb keygen --out FILE`)"
             );
         }
         return Ok(single(generate_key(rand::random())));
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| KeyError::Read { path: path.to_owned(), source })?;
-    KeyRing::parse(&text).map_err(|source| KeyError::Parse { path: path.to_owned(), source })
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    KeyRing::parse(&text).map_err(|source| KeyError::Parse {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn single(key: AffinityKey) -> KeyRing {

@@ -40,7 +40,7 @@ pub use config::{
 pub use keys::{KeyError, generate_key, load_keys};
 pub use pool::{BackendSlot, Pool, Snapshot};
 pub use server::serve;
-pub use stats::{Outcome, StatusCounters, Stats};
+pub use stats::{Outcome, Stats, StatusCounters};
 
 /// Why a load balancer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,10 @@ impl Lb {
     pub fn new(config: LbConfig, keys: KeyRing) -> Result<Arc<Self>, LbError> {
         let pool = Pool::new(
             &config.backends,
-            SelectorConfig { policy: config.policy, balance_factor: config.balance_factor },
+            SelectorConfig {
+                policy: config.policy,
+                balance_factor: config.balance_factor,
+            },
         )?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.limits.connect_timeout));
@@ -131,4 +134,3 @@ impl Lb {
         lines
     }
 }
-

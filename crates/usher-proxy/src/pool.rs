@@ -137,7 +137,11 @@ impl Pool {
         selector_config: SelectorConfig,
     ) -> Result<Self, http::uri::InvalidUri> {
         let snap = build(backends, &selector_config, &[])?;
-        Ok(Self { current: ArcSwap::from_pointee(snap), selector_config, epoch: Instant::now() })
+        Ok(Self {
+            current: ArcSwap::from_pointee(snap),
+            selector_config,
+            epoch: Instant::now(),
+        })
     }
 
     /// The current snapshot.
@@ -160,7 +164,9 @@ impl Pool {
 
     /// Skips `slot` for new work for `backoff` (it refused a connection).
     pub fn mark_down(&self, slot: &BackendSlot, backoff: Duration) {
-        let until = self.now_ms().saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(0));
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(0));
         let prev = slot.down_until_ms.swap(until, Relaxed);
         if prev <= self.now_ms() {
             tracing::warn!(backend = %slot.id, ?backoff, "backend refused a connection; skipping it");
@@ -175,14 +181,29 @@ fn build(
 ) -> Result<Snapshot, http::uri::InvalidUri> {
     let mut slots = Vec::with_capacity(backends.len());
     for b in backends {
-        let keep = old.iter().find(|s| s.id == b.id && s.addr == b.addr && s.weight == b.weight);
+        let keep = old
+            .iter()
+            .find(|s| s.id == b.id && s.addr == b.addr && s.weight == b.weight);
         slots.push(match keep {
             Some(s) => Arc::clone(s),
             None => Arc::new(BackendSlot::new(b)?),
         });
     }
-    let members: Vec<Member> =
-        slots.iter().map(|s| Member { id: s.id.clone(), weight: s.weight }).collect();
-    let by_id = slots.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
-    Ok(Snapshot { selector: Selector::new(&members, selector_config), slots, by_id })
+    let members: Vec<Member> = slots
+        .iter()
+        .map(|s| Member {
+            id: s.id.clone(),
+            weight: s.weight,
+        })
+        .collect();
+    let by_id = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), i))
+        .collect();
+    Ok(Snapshot {
+        selector: Selector::new(&members, selector_config),
+        slots,
+        by_id,
+    })
 }

@@ -38,40 +38,66 @@ async fn proxy(
 ) -> Response<ResponseBody> {
     // A head that carried both Content-Length and Transfer-Encoding is a smuggling attempt.
     if req.headers().contains_key(header::TRANSFER_ENCODING) && conn.saw_conflicting_framing() {
-        return local(lb, StatusCode::BAD_REQUEST, "conflicting Content-Length and Transfer-Encoding\n", None);
+        return local(
+            lb,
+            StatusCode::BAD_REQUEST,
+            "conflicting Content-Length and Transfer-Encoding\n",
+            None,
+        );
     }
     let (mut parts, body) = req.into_parts();
     let peer_trusted = lb.trusted_proxies.iter().any(|n| n.contains(&peer.ip()));
     let client = headers::client_ip(peer.ip(), &parts.headers, &lb.trusted_proxies);
     let (now, at) = (unix_now(), Instant::now());
-    let key = lb.affinity.read(&parts.headers, &parts.uri, client, now, at);
+    let key = lb
+        .affinity
+        .read(&parts.headers, &parts.uri, client, now, at);
 
     if let Some(name) = lb.affinity.own_cookie() {
         headers::strip_cookie(&mut parts.headers, name);
     }
     headers::strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(v) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            parts.headers.insert(header::HOST, v);
-        }
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, v);
     }
     headers::set_forwarding(
         &mut parts.headers,
-        Forwarding { peer: peer.ip(), peer_trusted, proto: lb.scheme },
+        Forwarding {
+            peer: peer.ip(),
+            peer_trusted,
+            proto: lb.scheme,
+        },
     );
     let request_id = headers::ensure_request_id(&mut parts.headers, rand::random());
 
     let body = match RequestBody::from_incoming(body, lb.config.limits.retry_buffer_bytes).await {
         Ok(b) => b,
         Err(_) => {
-            return local(lb, StatusCode::BAD_REQUEST, "request body could not be read\n", Some(&request_id));
+            return local(
+                lb,
+                StatusCode::BAD_REQUEST,
+                "request body could not be read\n",
+                Some(&request_id),
+            );
         }
     };
-    let replay_after_send = is_idempotent(&parts.method) || parts.headers.contains_key("idempotency-key");
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let replay_after_send =
+        is_idempotent(&parts.method) || parts.headers.contains_key("idempotency-key");
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
 
     let snap = lb.pool.snapshot();
-    let mut choice = lb.affinity.choose(&key, &snap, &snap.view(lb.pool.now_ms()), rand::random());
+    let mut choice = lb
+        .affinity
+        .choose(&key, &snap, &snap.view(lb.pool.now_ms()), rand::random());
     let mut retried = false;
     loop {
         let Some(index) = choice.index else {
@@ -82,11 +108,28 @@ async fn proxy(
         };
         let Some(attempt_body) = body.attempt() else {
             lb.stats.outcome(choice.outcome);
-            return local(lb, StatusCode::BAD_GATEWAY, "bad gateway\n", Some(&request_id));
+            return local(
+                lb,
+                StatusCode::BAD_GATEWAY,
+                "bad gateway\n",
+                Some(&request_id),
+            );
         };
-        let uri = match Uri::builder().scheme("http").authority(slot.authority.clone()).path_and_query(path.as_str()).build() {
+        let uri = match Uri::builder()
+            .scheme("http")
+            .authority(slot.authority.clone())
+            .path_and_query(path.as_str())
+            .build()
+        {
             Ok(u) => u,
-            Err(_) => return local(lb, StatusCode::BAD_REQUEST, "invalid request target\n", Some(&request_id)),
+            Err(_) => {
+                return local(
+                    lb,
+                    StatusCode::BAD_REQUEST,
+                    "invalid request target\n",
+                    Some(&request_id),
+                );
+            }
         };
         let mut up = Request::new(attempt_body);
         *up.method_mut() = parts.method.clone();
@@ -95,7 +138,8 @@ async fn proxy(
         *up.headers_mut() = parts.headers.clone();
 
         let guard = slot.begin();
-        let sent = tokio::time::timeout(lb.config.limits.response_timeout, lb.client.request(up)).await;
+        let sent =
+            tokio::time::timeout(lb.config.limits.response_timeout, lb.client.request(up)).await;
         let failure = match sent {
             Ok(Ok(res)) => {
                 return respond(lb, res, &key, choice, slot, guard, now, at, &request_id);
@@ -127,13 +171,25 @@ async fn proxy(
         }
         retried = true;
         lb.stats.retry();
-        let view = Excluding { view: snap.view(lb.pool.now_ms()), skip: index };
+        let view = Excluding {
+            view: snap.view(lb.pool.now_ms()),
+            skip: index,
+        };
         let again = lb.affinity.choose(&key, &snap, &view, rand::random());
         // A client that was on its bound backend has now been moved (or refused, if strict).
         choice = match (choice.outcome, again.outcome) {
-            (Outcome::Hit, Outcome::Hit) => Choice { outcome: Outcome::Moved, ..again },
-            (prev, Outcome::Hit | Outcome::New | Outcome::Unpinned) => Choice { outcome: prev, ..again },
-            (_, other) => Choice { outcome: other, ..again },
+            (Outcome::Hit, Outcome::Hit) => Choice {
+                outcome: Outcome::Moved,
+                ..again
+            },
+            (prev, Outcome::Hit | Outcome::New | Outcome::Unpinned) => Choice {
+                outcome: prev,
+                ..again
+            },
+            (_, other) => Choice {
+                outcome: other,
+                ..again
+            },
         };
     }
 }
@@ -165,7 +221,9 @@ fn respond(
         parts.headers.append(header::SET_COOKIE, cookie);
     }
     if !parts.headers.contains_key(&X_REQUEST_ID) {
-        parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+        parts
+            .headers
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
     }
     Response::from_parts(parts, ResponseBody::upstream(body).with_inflight(guard))
 }
@@ -173,9 +231,15 @@ fn respond(
 /// No backend could take the request (none available, or strict affinity refused a move).
 fn refuse(lb: &Lb, outcome: Outcome, request_id: &HeaderValue) -> Response<ResponseBody> {
     lb.stats.outcome(outcome);
-    let mut res = local(lb, StatusCode::SERVICE_UNAVAILABLE, "service unavailable\n", Some(request_id));
+    let mut res = local(
+        lb,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service unavailable\n",
+        Some(request_id),
+    );
     let secs = lb.config.limits.down_backoff.as_secs().max(1);
-    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     res
 }
 
@@ -190,7 +254,10 @@ pub fn local(
     let mut res = Response::new(ResponseBody::local(text));
     *res.status_mut() = status;
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(id) = request_id {
         h.insert(X_REQUEST_ID.clone(), id.clone());
@@ -199,7 +266,10 @@ pub fn local(
 }
 
 fn is_idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE)
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// A load view with one backend taken out (the one that just failed).

@@ -41,13 +41,14 @@ pub async fn serve(listener: TcpListener, lb: Arc<Lb>, shutdown: impl Future<Out
     }
     drop(listener);
     let open = conns.len();
-    tracing::info!(open_connections = open, "shutting down: no longer accepting");
+    tracing::info!(
+        open_connections = open,
+        "shutting down: no longer accepting"
+    );
     let _ = stop_tx.send(true);
     let grace = lb.config.limits.shutdown_grace;
-    let drained = tokio::time::timeout(grace, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             remaining = conns.len(),
@@ -79,7 +80,9 @@ async fn connection(lb: Arc<Lb>, stream: TcpStream, peer: SocketAddr, stop: watc
         .serve_connection(io, service);
     tokio::pin!(conn);
     match drive(state, conn.as_mut(), stop).await {
-        ConnEnd::HeaderTimeout => tracing::debug!(%peer, "closed: request head not received in time"),
+        ConnEnd::HeaderTimeout => {
+            tracing::debug!(%peer, "closed: request head not received in time")
+        }
         ConnEnd::Idle => tracing::trace!(%peer, "closed: idle keep-alive connection"),
         ConnEnd::Closed => {}
     }

@@ -148,7 +148,11 @@ impl Stats {
                 (n > 0).then(|| format!("{o}={n}"))
             })
             .collect();
-        if parts.is_empty() { "-".to_owned() } else { parts.join(" ") }
+        if parts.is_empty() {
+            "-".to_owned()
+        } else {
+            parts.join(" ")
+        }
     }
 }
 

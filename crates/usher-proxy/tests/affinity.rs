@@ -16,7 +16,11 @@ use usher_balancer::{AffinityKey, Claims, KeyRing};
 use usher_proxy::{AffinityMode, LbConfig, Outcome};
 
 async fn three() -> [Backend; 3] {
-    [Backend::start("shop-0").await, Backend::start("shop-1").await, Backend::start("shop-2").await]
+    [
+        Backend::start("shop-0").await,
+        Backend::start("shop-1").await,
+        Backend::start("shop-2").await,
+    ]
 }
 
 fn cfg(bs: &[Backend; 3], affinity: &str) -> LbConfig {
@@ -54,7 +58,10 @@ fn assert_even(counts: &HashMap<String, usize>, n: usize) {
     assert_eq!(counts.len(), 3, "{counts:?}");
     let mean = n as f64 / 3.0;
     for (b, &k) in counts {
-        assert!((k as f64 - mean).abs() <= 0.1 * mean, "{b} got {k} of {n}: {counts:?}");
+        assert!(
+            (k as f64 - mean).abs() <= 0.1 * mean,
+            "{b} got {k} of {n}: {counts:?}"
+        );
     }
 }
 
@@ -74,7 +81,10 @@ async fn cookie_affinity_pins_clients_and_round_robins_new_ones() {
     let bs = three().await;
     let lb = TestLb::start(cfg(&bs, "cookie")).await;
     let counts = spread(300, |_| get(&lb.url("/"))).await;
-    assert_eq!(counts.values().copied().collect::<Vec<_>>(), vec![100, 100, 100]);
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![100, 100, 100]
+    );
     let mut c = Client::default();
     assert_pinned(&mut c, || get(&lb.url("/"))).await;
     assert_eq!(lb.lb.stats().outcome_count(Outcome::Hit), 99);
@@ -89,7 +99,10 @@ async fn source_ip_affinity_pins_and_spreads() {
     let counts = spread(3000, |i| get(&lb.url("/")).header("x-forwarded-for", ip(i))).await;
     assert_even(&counts, 3000);
     let mut c = Client::default();
-    assert_pinned(&mut c, || get(&lb.url("/")).header("x-forwarded-for", "203.0.113.77")).await;
+    assert_pinned(&mut c, || {
+        get(&lb.url("/")).header("x-forwarded-for", "203.0.113.77")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -99,7 +112,10 @@ async fn source_ip_ignores_forwarded_for_from_untrusted_peers() {
     c.trusted_proxies.clear();
     let lb = TestLb::start(c).await;
     // Every spoofed address is ignored: all requests hash 127.0.0.1, so one backend serves all.
-    let counts = spread(60, |i| get(&lb.url("/")).header("x-forwarded-for", format!("10.0.0.{i}"))).await;
+    let counts = spread(60, |i| {
+        get(&lb.url("/")).header("x-forwarded-for", format!("10.0.0.{i}"))
+    })
+    .await;
     assert_eq!(counts.len(), 1, "{counts:?}");
 }
 
@@ -107,13 +123,19 @@ async fn source_ip_ignores_forwarded_for_from_untrusted_peers() {
 async fn header_affinity_pins_and_spreads() {
     let bs = three().await;
     let lb = TestLb::start(cfg(&bs, "header:X-Session-Id")).await;
-    let counts = spread(3000, |i| get(&lb.url("/")).header("x-session-id", format!("user-{i}"))).await;
+    let counts = spread(3000, |i| {
+        get(&lb.url("/")).header("x-session-id", format!("user-{i}"))
+    })
+    .await;
     assert_even(&counts, 3000);
     let mut c = Client::default();
     assert_pinned(&mut c, || get(&lb.url("/")).header("x-session-id", "alice")).await;
     // No header: balanced by policy.
     let counts = spread(300, |_| get(&lb.url("/"))).await;
-    assert_eq!(counts.values().copied().collect::<Vec<_>>(), vec![100, 100, 100]);
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![100, 100, 100]
+    );
 }
 
 #[tokio::test]
@@ -132,18 +154,28 @@ async fn app_cookie_affinity_learns_the_apps_session_cookie() {
     let lb = TestLb::start(cfg(&bs, "app-cookie:JSESSIONID")).await;
     // New clients (no JSESSIONID) are balanced by policy.
     let counts = spread(300, |_| get(&lb.url("/"))).await;
-    assert_eq!(counts.values().copied().collect::<Vec<_>>(), vec![100, 100, 100]);
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![100, 100, 100]
+    );
     // A client that got JSESSIONID from shop-k keeps going to shop-k (learned, not hashed).
     for _ in 0..3 {
         let mut c = Client::default();
         let r = send(&mut c, get(&lb.url("/"))).await;
         let issued_by = r.backend().to_owned();
-        assert!(c.cookies.iter().any(|(k, v)| k == "JSESSIONID" && v.starts_with(&issued_by)));
+        assert!(
+            c.cookies
+                .iter()
+                .any(|(k, v)| k == "JSESSIONID" && v.starts_with(&issued_by))
+        );
         let pinned = assert_pinned(&mut c, || get(&lb.url("/"))).await;
         assert_eq!(pinned, issued_by);
     }
     // Unknown values fall back to hashing: stable per value, spread across values.
-    let counts = spread(3000, |i| get(&lb.url("/")).header("cookie", format!("JSESSIONID=zz{i}"))).await;
+    let counts = spread(3000, |i| {
+        get(&lb.url("/")).header("cookie", format!("JSESSIONID=zz{i}"))
+    })
+    .await;
     assert_even(&counts, 3000);
 }
 
@@ -154,9 +186,14 @@ async fn no_affinity_spreads_every_request() {
     let mut c = Client::default();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..300 {
-        *counts.entry(send(&mut c, get(&lb.url("/"))).await.backend().to_owned()).or_default() += 1;
+        *counts
+            .entry(send(&mut c, get(&lb.url("/"))).await.backend().to_owned())
+            .or_default() += 1;
     }
-    assert_eq!(counts.values().copied().collect::<Vec<_>>(), vec![100, 100, 100]);
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![100, 100, 100]
+    );
     assert!(c.cookies.iter().all(|(k, _)| k != "usher"));
     assert_eq!(lb.lb.stats().outcome_count(Outcome::Unpinned), 300);
 }
@@ -164,7 +201,10 @@ async fn no_affinity_spreads_every_request() {
 // ---- the sealed-cookie spec ----
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn seal(ring: &KeyRing, backend: &str, issued: u64, idle_exp: u64, exp: u64) -> String {
@@ -192,7 +232,10 @@ async fn no_cookie_picks_and_sets_a_hardened_cookie() {
         assert!(sc.contains(attr), "{attr} missing in {sc}");
     }
     assert!(!sc.contains("Secure"), "{sc}");
-    assert!(!sc.contains("shop-"), "the cookie must not reveal the backend: {sc}");
+    assert!(
+        !sc.contains("shop-"),
+        "the cookie must not reveal the backend: {sc}"
+    );
     // The cookie opens, with the LB's keys, to the backend that served.
     let token = sc.split(';').next().unwrap().trim_start_matches("usher=");
     let (claims, key_id) = test_keys().open(token, now()).unwrap();
@@ -229,7 +272,10 @@ async fn valid_cookie_routes_without_set_cookie_and_never_reaches_the_backend() 
         )
         .await;
         assert_eq!(r.backend(), "shop-2");
-        assert!(usher_cookie(&r).is_none(), "no Set-Cookie for a fresh valid binding");
+        assert!(
+            usher_cookie(&r).is_none(),
+            "no Set-Cookie for a fresh valid binding"
+        );
     }
     for seen in bs[2].seen() {
         let cookie = seen.headers["cookie"].to_str().unwrap().to_owned();
@@ -244,7 +290,11 @@ async fn idle_expiry_is_refreshed_when_half_spent() {
     let lb = TestLb::start(cfg(&bs, "cookie")).await;
     let (t, exp) = (now(), now() + 86400);
     let token = seal(&test_keys(), "shop-1", t - 3000, t + 60, exp);
-    let r = send(&mut Client::default(), get(&lb.url("/")).header("cookie", format!("usher={token}"))).await;
+    let r = send(
+        &mut Client::default(),
+        get(&lb.url("/")).header("cookie", format!("usher={token}")),
+    )
+    .await;
     assert_eq!(r.backend(), "shop-1");
     let sc = usher_cookie(&r).expect("refreshed cookie");
     let fresh = sc.split(';').next().unwrap().trim_start_matches("usher=");
@@ -270,19 +320,43 @@ async fn forged_and_expired_cookies_are_ignored_and_reissued_never_trusted() {
     let other_id = KeyRing::new(vec![AffinityKey::from_bytes(99, [42u8; 32])]).unwrap();
     let cases: Vec<(&str, String, Outcome)> = vec![
         ("bit-flipped", bit_flipped, Outcome::Invalid),
-        ("re-encoded", URL_SAFE_NO_PAD.encode(b"shop-2"), Outcome::Invalid),
+        (
+            "re-encoded",
+            URL_SAFE_NO_PAD.encode(b"shop-2"),
+            Outcome::Invalid,
+        ),
         ("plain backend name", "shop-2".into(), Outcome::Invalid),
-        ("other key, same id", seal(&other_secret, "shop-2", t, t + 1800, t + 86400), Outcome::Invalid),
-        ("unknown key id", seal(&other_id, "shop-2", t, t + 1800, t + 86400), Outcome::Invalid),
-        ("expired", seal(&test_keys(), "shop-2", t - 90000, t - 10, t - 5), Outcome::Expired),
-        ("idle-expired", seal(&test_keys(), "shop-2", t - 4000, t - 1, t + 80000), Outcome::Expired),
+        (
+            "other key, same id",
+            seal(&other_secret, "shop-2", t, t + 1800, t + 86400),
+            Outcome::Invalid,
+        ),
+        (
+            "unknown key id",
+            seal(&other_id, "shop-2", t, t + 1800, t + 86400),
+            Outcome::Invalid,
+        ),
+        (
+            "expired",
+            seal(&test_keys(), "shop-2", t - 90000, t - 10, t - 5),
+            Outcome::Expired,
+        ),
+        (
+            "idle-expired",
+            seal(&test_keys(), "shop-2", t - 4000, t - 1, t + 80000),
+            Outcome::Expired,
+        ),
         ("garbage", "%%%;;".into(), Outcome::Invalid),
     ];
     for (name, token, outcome) in cases {
         let before = lb.lb.stats().outcome_count(outcome);
         let mut on_target = 0;
         for _ in 0..30 {
-            let r = send(&mut Client::default(), get(&lb.url("/")).header("cookie", format!("usher={token}"))).await;
+            let r = send(
+                &mut Client::default(),
+                get(&lb.url("/")).header("cookie", format!("usher={token}")),
+            )
+            .await;
             assert_eq!(r.status, StatusCode::OK, "{name}");
             let sc = usher_cookie(&r).unwrap_or_else(|| panic!("{name}: no fresh cookie"));
             let fresh = sc.split(';').next().unwrap().trim_start_matches("usher=");
@@ -296,8 +370,14 @@ async fn forged_and_expired_cookies_are_ignored_and_reissued_never_trusted() {
     }
     for b in &bs {
         for seen in b.seen() {
-            let cookie = seen.headers.get("cookie").map(|v| v.to_str().unwrap().to_owned());
-            assert!(cookie.as_ref().is_none_or(|c| !c.contains("usher=")), "{cookie:?}");
+            let cookie = seen
+                .headers
+                .get("cookie")
+                .map(|v| v.to_str().unwrap().to_owned());
+            assert!(
+                cookie.as_ref().is_none_or(|c| !c.contains("usher=")),
+                "{cookie:?}"
+            );
         }
     }
 }
@@ -308,7 +388,11 @@ async fn a_cookie_for_a_removed_backend_is_moved() {
     let lb = TestLb::start(cfg(&bs, "cookie")).await;
     let t = now();
     let token = seal(&test_keys(), "shop-9", t, t + 1800, t + 86400);
-    let r = send(&mut Client::default(), get(&lb.url("/")).header("cookie", format!("usher={token}"))).await;
+    let r = send(
+        &mut Client::default(),
+        get(&lb.url("/")).header("cookie", format!("usher={token}")),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(usher_cookie(&r).is_some());
     assert_eq!(lb.lb.stats().outcome_count(Outcome::Moved), 1);

@@ -15,7 +15,11 @@ use support::{Backend, Client, TestLb, config};
 use usher_proxy::{FailurePolicy, LbConfig, Outcome};
 
 async fn three() -> Vec<Backend> {
-    vec![Backend::start("shop-0").await, Backend::start("shop-1").await, Backend::start("shop-2").await]
+    vec![
+        Backend::start("shop-0").await,
+        Backend::start("shop-1").await,
+        Backend::start("shop-2").await,
+    ]
 }
 
 fn cfg(bs: &[Backend], affinity: &str, on_failure: FailurePolicy) -> LbConfig {
@@ -58,10 +62,19 @@ async fn repin_keeps_clients_served_when_their_backend_is_killed_mid_run() {
         }));
     }
     // Let every client get pinned, then kill shop-1 under load.
-    assert!(support::eventually(Duration::from_secs(10), || bs.iter().all(|b| b.count() >= 20)).await);
+    assert!(
+        support::eventually(Duration::from_secs(10), || bs
+            .iter()
+            .all(|b| b.count() >= 20))
+        .await
+    );
     bs[1].kill();
     let killed_at = bs[1].count();
-    assert!(support::eventually(Duration::from_secs(10), || bs[0].count() + bs[2].count() > killed_at + 300).await);
+    assert!(
+        support::eventually(Duration::from_secs(10), || bs[0].count() + bs[2].count()
+            > killed_at + 300)
+        .await
+    );
     running.store(false, Ordering::Relaxed);
     let mut moved_clients = 0;
     for t in tasks {
@@ -73,10 +86,18 @@ async fn repin_keeps_clients_served_when_their_backend_is_killed_mid_run() {
         }
     }
     // At most the requests in flight on shop-1 at the kill may fail (one per client on it).
-    assert!(failures.load(Ordering::Relaxed) <= 4, "failures: {}", failures.load(Ordering::Relaxed));
+    assert!(
+        failures.load(Ordering::Relaxed) <= 4,
+        "failures: {}",
+        failures.load(Ordering::Relaxed)
+    );
     assert!(moved_clients >= 1);
     let stats = lb.lb.stats();
-    assert!(stats.outcome_count(Outcome::Moved) >= moved_clients as u64, "{}", stats.outcomes_line());
+    assert!(
+        stats.outcome_count(Outcome::Moved) >= moved_clients as u64,
+        "{}",
+        stats.outcomes_line()
+    );
     assert_eq!(stats.outcome_count(Outcome::StrictReject), 0);
 }
 
@@ -146,7 +167,11 @@ async fn hashed_keys_fail_over_to_the_next_backend_and_others_do_not_move() {
         if home[&i] == "shop-0" {
             assert_ne!(r.backend(), "shop-0");
         } else {
-            assert_eq!(r.backend(), home[&i], "key u{i} moved although its backend is up");
+            assert_eq!(
+                r.backend(),
+                home[&i],
+                "key u{i} moved although its backend is up"
+            );
         }
     }
     assert!(lb.lb.stats().outcome_count(Outcome::Moved) >= 1);
@@ -159,7 +184,9 @@ async fn connect_failures_are_retried_once_for_any_method_including_post() {
     bs[0].kill();
     let mut c = Client::default();
     for _ in 0..9 {
-        let req = Request::post(lb.url("/echo")).body(Full::new(Bytes::from_static(b"order"))).unwrap();
+        let req = Request::post(lb.url("/echo"))
+            .body(Full::new(Bytes::from_static(b"order")))
+            .unwrap();
         let r = c.send(req).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body, "order");
@@ -176,6 +203,41 @@ async fn all_backends_down_is_a_503_not_a_hang() {
     }
     for _ in 0..5 {
         let r = Client::default().get(&lb.url("/")).await;
-        assert!(r.status == StatusCode::BAD_GATEWAY || r.status == StatusCode::SERVICE_UNAVAILABLE, "{}", r.status);
+        assert!(
+            r.status == StatusCode::BAD_GATEWAY || r.status == StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            r.status
+        );
     }
+}
+
+#[tokio::test]
+async fn bounded_load_spills_a_hot_key_instead_of_overloading_its_backend() {
+    let bs = three().await;
+    let mut c = cfg(&bs, "header:X-Session-Id", FailurePolicy::Repin);
+    c.policy = usher_balancer::Policy::Maglev;
+    c.balance_factor = 1.25;
+    let lb = TestLb::start(c).await;
+    // 30 slow requests for one hot key, all in flight at once.
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let url = lb.url("/slow?ms=800");
+        tasks.push(tokio::spawn(async move {
+            let req = Request::get(url).header("x-session-id", "celebrity");
+            Client::default()
+                .send(req.body(Full::<Bytes>::default()).unwrap())
+                .await
+        }));
+    }
+    let mut per_backend: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        *per_backend.entry(r.backend().to_owned()).or_default() += 1;
+    }
+    // Request k arrives with k in flight: its cap is ceil(1.25 × (k + 1) / 3) ≤ 13 for k < 30.
+    let max = per_backend.values().copied().max().unwrap();
+    assert!(max <= 13, "{per_backend:?}");
+    assert_eq!(per_backend.len(), 3, "{per_backend:?}");
+    assert!(lb.lb.stats().outcome_count(Outcome::Moved) >= 17);
 }

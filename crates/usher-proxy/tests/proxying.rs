@@ -38,7 +38,10 @@ async fn forwards_and_sets_forwarding_headers_and_strips_hop_by_hop() {
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "shop.example");
-    assert_eq!(h["forwarded"], "for=127.0.0.1;host=\"shop.example\";proto=http");
+    assert_eq!(
+        h["forwarded"],
+        "for=127.0.0.1;host=\"shop.example\";proto=http"
+    );
     assert_eq!(h["x-request-id"], "req-123");
 }
 
@@ -98,7 +101,10 @@ async fn chunked_uploads_are_forwarded() {
     .await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     // Streamed through chunk by chunk (the backend echoes each frame as it arrives).
-    assert!(out.contains("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), "{out}");
+    assert!(
+        out.contains("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -108,7 +114,11 @@ async fn oversized_headers_get_431() {
     let big = "a".repeat(64 * 1024);
     let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
     let out = raw_exchange(lb.addr, req.as_bytes(), Duration::from_secs(5)).await;
-    assert!(out.starts_with("HTTP/1.1 431"), "{}", &out[..out.len().min(200)]);
+    assert!(
+        out.starts_with("HTTP/1.1 431"),
+        "{}",
+        &out[..out.len().min(200)]
+    );
     assert_eq!(b.count(), 0);
 }
 
@@ -124,7 +134,11 @@ async fn smuggling_inputs_get_400() {
     ];
     for case in cases {
         let out = raw_exchange(lb.addr, case, Duration::from_secs(5)).await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{:?} -> {out}", String::from_utf8_lossy(case));
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "{:?} -> {out}",
+            String::from_utf8_lossy(case)
+        );
     }
     assert_eq!(b.count(), 0, "no smuggling attempt may reach a backend");
 }
@@ -155,7 +169,10 @@ async fn slow_header_clients_are_cut_off_at_the_header_timeout() {
         }
     }
     let t = closed_after.expect("slow client was never cut off");
-    assert!(t >= Duration::from_millis(450) && t < Duration::from_millis(2500), "{t:?}");
+    assert!(
+        t >= Duration::from_millis(450) && t < Duration::from_millis(2500),
+        "{t:?}"
+    );
     assert_eq!(b.count(), 0);
 }
 
@@ -168,13 +185,21 @@ async fn idle_keep_alive_connections_are_closed_but_slow_backends_are_not_cut() 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
     // A request slower than the idle timeout is not idle time.
-    s.write_all(b"GET /slow?ms=600 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /slow?ms=600 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     // Then, idle: closed within the timeout (plus slack).
     let start = Instant::now();
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 0, "expected close");
     assert!(start.elapsed() < Duration::from_secs(2));
 }
@@ -188,10 +213,17 @@ async fn errors_never_name_a_backend() {
     drop(b);
     let r = Client::default().get(&lb.url("/")).await;
     assert!(r.status.is_server_error(), "{}", r.status);
-    assert!(!r.body.contains("shop-0") && !r.body.contains(&addr.to_string()), "{}", r.body);
+    assert!(
+        !r.body.contains("shop-0") && !r.body.contains(&addr.to_string()),
+        "{}",
+        r.body
+    );
     for v in r.headers.values() {
         let v = v.to_str().unwrap_or("");
-        assert!(!v.contains("shop-0") && !v.contains(&addr.port().to_string()), "{v}");
+        assert!(
+            !v.contains("shop-0") && !v.contains(&addr.port().to_string()),
+            "{v}"
+        );
     }
 }
 
@@ -205,6 +237,12 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_stops_accepting() {
     let stopped = lb.shutdown();
     let r = inflight.await.unwrap();
     assert_eq!(r.status, StatusCode::OK, "in-flight request must complete");
-    tokio::time::timeout(Duration::from_secs(5), stopped).await.unwrap().unwrap();
-    assert!(tokio::net::TcpStream::connect(lb.addr).await.is_err(), "still accepting");
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(lb.addr).await.is_err(),
+        "still accepting"
+    );
 }

@@ -102,7 +102,9 @@ struct RunArgs {
 }
 
 fn parse_backend(s: &str) -> Result<BackendSection, String> {
-    let (id, rest) = s.split_once('=').ok_or("expected ID=HOST:PORT[,weight=N]")?;
+    let (id, rest) = s
+        .split_once('=')
+        .ok_or("expected ID=HOST:PORT[,weight=N]")?;
     let (addr, weight) = match rest.split_once(',') {
         None => (rest, None),
         Some((addr, w)) => {
@@ -139,9 +141,15 @@ fn keygen(out: Option<&Path>) -> anyhow::Result<()> {
     opts.create(true).append(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut file = opts.open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file = opts
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     writeln!(file, "{line}").with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!("usher: appended sealing key {} to {}", key.id(), path.display());
+    eprintln!(
+        "usher: appended sealing key {} to {}",
+        key.id(),
+        path.display()
+    );
     Ok(())
 }
 
@@ -180,7 +188,11 @@ fn config_from(args: RunArgs) -> anyhow::Result<LbConfig> {
         text
     } else {
         // Flag backends have no line in any file.
-        raw.backends = args.backends.into_iter().map(|b| toml::Spanned::new(0..0, b)).collect();
+        raw.backends = args
+            .backends
+            .into_iter()
+            .map(|b| toml::Spanned::new(0..0, b))
+            .collect();
         None
     };
     let config = LbConfig::from_raw(raw, text.as_deref())?;

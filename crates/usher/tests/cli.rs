@@ -41,7 +41,11 @@ impl Running {
                 }
             }
         });
-        Self { child, lines, seen: Vec::new() }
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits (bounded) for a stderr line containing `needle`.
@@ -72,7 +76,10 @@ impl Running {
     }
 
     fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -101,15 +108,29 @@ async fn lb_from_flags_serves_pins_and_shuts_down_on_sigterm_with_a_summary() {
     let b1 = Backend::start("shop-1").await;
     let (a0, a1) = (format!("shop-0={}", b0.addr), format!("shop-1={}", b1.addr));
     let mut lb = Running::start(&[
-        "lb", "--listen", "127.0.0.1:0", "--backend", &a0, "--backend", &a1, "--policy",
-        "least-conn", "--affinity", "cookie", "--on-failure", "repin",
+        "lb",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        &a0,
+        "--backend",
+        &a1,
+        "--policy",
+        "least-conn",
+        "--affinity",
+        "cookie",
+        "--on-failure",
+        "repin",
     ]);
     let addr = lb.listen_addr();
     let mut c = Client::default();
     let first = c.get(&format!("http://{addr}/")).await;
     assert_eq!(first.status, 200);
     for _ in 0..10 {
-        assert_eq!(c.get(&format!("http://{addr}/")).await.backend(), first.backend());
+        assert_eq!(
+            c.get(&format!("http://{addr}/")).await.backend(),
+            first.backend()
+        );
     }
     lb.wait_for("random affinity key"); // no --key-file: warned
     lb.signal("-TERM");
@@ -123,18 +144,37 @@ async fn replicas_sharing_a_key_file_read_each_others_cookies() {
     let keys = dir.path().join("keys.txt");
     let keys_s = keys.to_str().unwrap();
     for _ in 0..2 {
-        let out = usher().args(["lb", "keygen", "--out", keys_s]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = usher()
+            .args(["lb", "keygen", "--out", keys_s])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let text = std::fs::read_to_string(&keys).unwrap();
     assert_eq!(text.lines().count(), 2, "keygen appends: {text}");
     let printed = usher().args(["lb", "keygen"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&printed.stdout).lines().count(), 1);
 
-    let bs = [Backend::start("shop-0").await, Backend::start("shop-1").await, Backend::start("shop-2").await];
+    let bs = [
+        Backend::start("shop-0").await,
+        Backend::start("shop-1").await,
+        Backend::start("shop-2").await,
+    ];
     let backends: Vec<String> = bs.iter().map(|b| format!("{}={}", b.id, b.addr)).collect();
     let start = || {
-        let mut args = vec!["lb", "--listen", "127.0.0.1:0", "--affinity", "cookie", "--key-file", keys_s];
+        let mut args = vec![
+            "lb",
+            "--listen",
+            "127.0.0.1:0",
+            "--affinity",
+            "cookie",
+            "--key-file",
+            keys_s,
+        ];
         for b in &backends {
             args.extend(["--backend", b.as_str()]);
         }
@@ -145,7 +185,11 @@ async fn replicas_sharing_a_key_file_read_each_others_cookies() {
     // Pin clients on replica 1, then send them to replica 2: same backend, no new cookie.
     for _ in 0..3 {
         let mut c = Client::default();
-        let home = c.get(&format!("http://{addr1}/")).await.backend().to_owned();
+        let home = c
+            .get(&format!("http://{addr1}/"))
+            .await
+            .backend()
+            .to_owned();
         for _ in 0..5 {
             let r = c.get(&format!("http://{addr2}/")).await;
             assert_eq!(r.backend(), home);
@@ -159,22 +203,43 @@ fn config_errors_name_the_field_and_line_and_exit_nonzero() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.toml");
     std::fs::write(&path, "listen = \"127.0.0.1:0\"\n\n[[backend]]\nid = \"shop-0\"\naddr = \"127.0.0.1:1\"\nweigth = 2\n").unwrap();
-    let out = usher().args(["lb", "--config", path.to_str().unwrap()]).output().unwrap();
+    let out = usher()
+        .args(["lb", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("weigth") && err.contains("line 6"), "{err}");
 
-    let out = usher().args(["lb", "--backend", "shop-0=127.0.0.1:1", "--affinity", "cookies"]).output().unwrap();
+    let out = usher()
+        .args([
+            "lb",
+            "--backend",
+            "shop-0=127.0.0.1:1",
+            "--affinity",
+            "cookies",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--affinity"));
 
-    let out = usher().args(["lb", "--backend", "bad id=127.0.0.1:1"]).output().unwrap();
+    let out = usher()
+        .args(["lb", "--backend", "bad id=127.0.0.1:1"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--backend"));
 
     std::fs::write(&path, "1 tooshort\n").unwrap();
     let out = usher()
-        .args(["lb", "--backend", "shop-0=127.0.0.1:1", "--key-file", path.to_str().unwrap()])
+        .args([
+            "lb",
+            "--backend",
+            "shop-0=127.0.0.1:1",
+            "--key-file",
+            path.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -195,7 +260,16 @@ fn the_example_config_starts() {
 fn help_documents_every_mode() {
     let out = usher().args(["lb", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for needle in ["--affinity", "header:NAME", "app-cookie:NAME", "--on-failure", "maglev", "--key-file", "keygen", "--trusted-proxy"] {
+    for needle in [
+        "--affinity",
+        "header:NAME",
+        "app-cookie:NAME",
+        "--on-failure",
+        "maglev",
+        "--key-file",
+        "keygen",
+        "--trusted-proxy",
+    ] {
         assert!(help.contains(needle), "{needle} missing from --help");
     }
 }

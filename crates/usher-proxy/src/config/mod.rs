@@ -49,7 +49,11 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid { field: field.into(), line: None, message: message.into() }
+        Self::Invalid {
+            field: field.into(),
+            line: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -186,10 +190,17 @@ impl LbConfig {
                     message: format!("weight must be 1-1000, got {weight}"),
                 });
             }
-            backends.push(BackendConfig { id: b.id.clone(), addr: b.addr.0, weight });
+            backends.push(BackendConfig {
+                id: b.id.clone(),
+                addr: b.addr.0,
+                weight,
+            });
         }
         if backends.is_empty() {
-            return Err(ConfigError::invalid("backend", "at least one backend is required"));
+            return Err(ConfigError::invalid(
+                "backend",
+                "at least one backend is required",
+            ));
         }
 
         let balance_factor = raw.balance_factor.unwrap_or(1.25);
@@ -218,8 +229,10 @@ impl LbConfig {
                 format!("{:?} is not a valid cookie name", cookie.name),
             ));
         }
-        for (field, d) in [("cookie.max_age", cookie.max_age), ("cookie.idle_timeout", cookie.idle_timeout)]
-        {
+        for (field, d) in [
+            ("cookie.max_age", cookie.max_age),
+            ("cookie.idle_timeout", cookie.idle_timeout),
+        ] {
             if d < Duration::from_secs(1) {
                 return Err(ConfigError::invalid(field, "must be at least 1s"));
             }
@@ -231,13 +244,18 @@ impl LbConfig {
             ttl: a.ttl.unwrap_or(Duration::from_secs(30 * 60)),
         };
         if app_cookie.capacity == 0 {
-            return Err(ConfigError::invalid("app_cookie.capacity", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "app_cookie.capacity",
+                "must be at least 1",
+            ));
         }
 
         let limits = limits_from(raw.limits)?;
 
         Ok(Self {
-            listen: raw.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: raw
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             backends,
             policy: raw.policy.unwrap_or_default(),
             balance_factor,
@@ -267,7 +285,10 @@ fn limits_from(l: LimitsSection) -> Result<Limits, ConfigError> {
     if !(MIN_HEADER_BYTES..=1024 * 1024).contains(&limits.max_header_bytes) {
         return Err(ConfigError::invalid(
             "limits.max_header_bytes",
-            format!("must be between {MIN_HEADER_BYTES} and 1048576, got {}", limits.max_header_bytes),
+            format!(
+                "must be between {MIN_HEADER_BYTES} and 1048576, got {}",
+                limits.max_header_bytes
+            ),
         ));
     }
     for (field, v) in [
@@ -286,10 +307,14 @@ fn limits_from(l: LimitsSection) -> Result<Limits, ConfigError> {
 impl FileConfig {
     /// Reads and parses a TOML file without validating it (flags may still fill it in).
     pub fn read(path: &Path) -> Result<(Self, String), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let raw = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         Ok((raw, text))
     }
 }

@@ -63,21 +63,30 @@ fn bad_values_name_field_and_line() {
     assert!(err.contains("policy") && err.contains("line 1"), "{err}");
 
     let err = parse("[limits]\nidle_timeout = \"ten\"\n").unwrap_err();
-    assert!(err.contains("idle_timeout") && err.contains("line 2"), "{err}");
+    assert!(
+        err.contains("idle_timeout") && err.contains("line 2"),
+        "{err}"
+    );
 }
 
 #[test]
 fn cross_field_errors_name_the_backend_and_line() {
     let text = "[[backend]]\nid = \"a\"\naddr = \"127.0.0.1:1\"\n\n[[backend]]\nid = \"a\"\naddr = \"127.0.0.1:2\"\n";
     let err = parse(text).unwrap_err();
-    assert!(err.contains("backend[1].id") && err.contains("duplicate"), "{err}");
+    assert!(
+        err.contains("backend[1].id") && err.contains("duplicate"),
+        "{err}"
+    );
     assert!(err.contains("line 5"), "{err}");
 
     let err = parse("[[backend]]\nid = \"a\"\naddr = \"127.0.0.1:1\"\nweight = 0\n").unwrap_err();
     assert!(err.contains("backend[0].weight"), "{err}");
 
     let err = parse("").unwrap_err();
-    assert!(err.contains("backend") && err.contains("at least one"), "{err}");
+    assert!(
+        err.contains("backend") && err.contains("at least one"),
+        "{err}"
+    );
 }
 
 #[test]

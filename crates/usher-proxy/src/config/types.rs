@@ -199,7 +199,15 @@ mod tests {
             let mode: AffinityMode = s.parse().expect(s);
             assert_eq!(mode.to_string(), s);
         }
-        for bad in ["", "cookies", "header:", "header:bad name", "query:", "app-cookie:a;b", "x:y"] {
+        for bad in [
+            "",
+            "cookies",
+            "header:",
+            "header:bad name",
+            "query:",
+            "app-cookie:a;b",
+            "x:y",
+        ] {
             assert!(bad.parse::<AffinityMode>().is_err(), "{bad}");
         }
     }

@@ -36,13 +36,25 @@ fn client_ip_believes_only_trusted_proxies() {
     let untrusted_peer: IpAddr = "198.51.100.7".parse().expect("ip");
     assert_eq!(client_ip(untrusted_peer, &h, &trusted), untrusted_peer);
     let proxy: IpAddr = "10.0.0.2".parse().expect("ip");
-    assert_eq!(client_ip(proxy, &h, &trusted), "203.0.113.9".parse::<IpAddr>().expect("ip"));
+    assert_eq!(
+        client_ip(proxy, &h, &trusted),
+        "203.0.113.9".parse::<IpAddr>().expect("ip")
+    );
     // Spoofed left-most entries are never reached: the right-most untrusted hop wins.
-    let h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-for", "203.0.113.9")]);
-    assert_eq!(client_ip(proxy, &h, &trusted), "203.0.113.9".parse::<IpAddr>().expect("ip"));
+    let h = map(&[
+        ("x-forwarded-for", "1.2.3.4"),
+        ("x-forwarded-for", "203.0.113.9"),
+    ]);
+    assert_eq!(
+        client_ip(proxy, &h, &trusted),
+        "203.0.113.9".parse::<IpAddr>().expect("ip")
+    );
     // Garbage stops the walk at the last good hop.
     let h = map(&[("x-forwarded-for", "203.0.113.9, nonsense, 10.2.2.2")]);
-    assert_eq!(client_ip(proxy, &h, &trusted), "10.2.2.2".parse::<IpAddr>().expect("ip"));
+    assert_eq!(
+        client_ip(proxy, &h, &trusted),
+        "10.2.2.2".parse::<IpAddr>().expect("ip")
+    );
     // No header: the proxy itself.
     assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
 }
@@ -56,15 +68,35 @@ fn forwarding_headers_replace_untrusted_and_extend_trusted() {
         ("forwarded", "for=6.6.6.6"),
     ]);
     let peer: IpAddr = "198.51.100.7".parse().expect("ip");
-    set_forwarding(&mut h, Forwarding { peer, peer_trusted: false, proto: "http" });
+    set_forwarding(
+        &mut h,
+        Forwarding {
+            peer,
+            peer_trusted: false,
+            proto: "http",
+        },
+    );
     assert_eq!(h["x-forwarded-for"], "198.51.100.7");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "shop.example");
-    assert_eq!(h["forwarded"], "for=198.51.100.7;host=\"shop.example\";proto=http");
+    assert_eq!(
+        h["forwarded"],
+        "for=198.51.100.7;host=\"shop.example\";proto=http"
+    );
 
-    let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https")]);
+    let mut h = map(&[
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+    ]);
     let v6: IpAddr = "::1".parse().expect("ip");
-    set_forwarding(&mut h, Forwarding { peer: v6, peer_trusted: true, proto: "http" });
+    set_forwarding(
+        &mut h,
+        Forwarding {
+            peer: v6,
+            peer_trusted: true,
+            proto: "http",
+        },
+    );
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, ::1");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
@@ -84,7 +116,10 @@ fn request_ids_are_kept_or_made() {
 
 #[test]
 fn cookies_are_found_and_stripped_verbatim() {
-    let mut h = map(&[("cookie", "a=1; usher=TOKEN; b=\"2\""), ("cookie", "usher2=x")]);
+    let mut h = map(&[
+        ("cookie", "a=1; usher=TOKEN; b=\"2\""),
+        ("cookie", "usher2=x"),
+    ]);
     assert_eq!(find_cookie(&h, "usher"), Some("TOKEN"));
     assert_eq!(find_cookie(&h, "usher2"), Some("x"));
     assert_eq!(find_cookie(&h, "b"), Some("2"));

@@ -66,7 +66,9 @@ impl Backend {
             // Dropping this set (when the task is aborted) aborts every connection: a dead process.
             let mut conns = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (id, seen, sessions) =
                     (id_owned.clone(), Arc::clone(&seen2), Arc::clone(&sessions));
                 conns.spawn(async move {
@@ -80,7 +82,12 @@ impl Backend {
                 while conns.try_join_next().is_some() {}
             }
         });
-        Self { id: id.to_owned(), addr, seen, task }
+        Self {
+            id: id.to_owned(),
+            addr,
+            seen,
+            task,
+        }
     }
 
     /// Requests this backend has seen.
@@ -143,13 +150,19 @@ async fn backend_route(
                 .unwrap_or(100);
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        Response::new(Full::new(Bytes::from(id.clone())).map_err(|n| match n {}).boxed())
+        Response::new(
+            Full::new(Bytes::from(id.clone()))
+                .map_err(|n| match n {})
+                .boxed(),
+        )
     };
-    res.headers_mut().insert("x-backend", HeaderValue::from_str(&id).unwrap());
+    res.headers_mut()
+        .insert("x-backend", HeaderValue::from_str(&id).unwrap());
     if !has_session {
         let n = sessions.fetch_add(1, Ordering::Relaxed);
         let v = format!("JSESSIONID={id}-{n}; Path=/; HttpOnly");
-        res.headers_mut().insert(http::header::SET_COOKIE, HeaderValue::from_str(&v).unwrap());
+        res.headers_mut()
+            .insert(http::header::SET_COOKIE, HeaderValue::from_str(&v).unwrap());
     }
     Ok(res)
 }
@@ -161,8 +174,13 @@ pub fn test_keys() -> KeyRing {
 
 /// A default configuration over `backends` (listen address unused: tests bind port 0).
 pub fn config(backends: &[&Backend]) -> LbConfig {
-    let mut raw = FileConfig::default();
-    raw.backends = backends.iter().map(|b| toml::Spanned::new(0..0, b.section())).collect();
+    let raw = FileConfig {
+        backends: backends
+            .iter()
+            .map(|b| toml::Spanned::new(0..0, b.section()))
+            .collect(),
+        ..FileConfig::default()
+    };
     LbConfig::from_raw(raw, None).unwrap()
 }
 
@@ -187,7 +205,12 @@ impl TestLb {
         let task = tokio::spawn(usher_proxy::serve(listener, Arc::clone(&lb), async move {
             let _ = rx.await;
         }));
-        Self { addr, lb, stop: Some(tx), task: Some(task) }
+        Self {
+            addr,
+            lb,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// Triggers graceful shutdown; the returned handle completes when the server has stopped.
@@ -213,7 +236,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn backend(&self) -> &str {
-        self.headers.get("x-backend").and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get("x-backend")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 
     /// `name=value` of the first `Set-Cookie` for `name`.
@@ -235,13 +261,17 @@ pub struct Client {
 
 impl Default for Client {
     fn default() -> Self {
-        Self { inner: HyperClient::builder(TokioExecutor::new()).build_http(), cookies: Vec::new() }
+        Self {
+            inner: HyperClient::builder(TokioExecutor::new()).build_http(),
+            cookies: Vec::new(),
+        }
     }
 }
 
 impl Client {
     pub async fn get(&mut self, url: &str) -> Reply {
-        self.send(Request::get(url).body(Full::default()).unwrap()).await
+        self.send(Request::get(url).body(Full::default()).unwrap())
+            .await
     }
 
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Reply {
@@ -250,16 +280,24 @@ impl Client {
 
     /// Like `get` but returns a transport error instead of panicking.
     pub async fn try_get(&mut self, url: &str) -> Result<Reply, String> {
-        self.try_send(Request::get(url).body(Full::default()).unwrap()).await
+        self.try_send(Request::get(url).body(Full::default()).unwrap())
+            .await
     }
 
     pub async fn try_send(&mut self, mut req: Request<Full<Bytes>>) -> Result<Reply, String> {
         if !self.cookies.is_empty() && !req.headers().contains_key(http::header::COOKIE) {
-            let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            req.headers_mut()
-                .insert(http::header::COOKIE, HeaderValue::from_str(&jar.join("; ")).unwrap());
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            req.headers_mut().insert(
+                http::header::COOKIE,
+                HeaderValue::from_str(&jar.join("; ")).unwrap(),
+            );
         }
-        let res = match tokio::time::timeout(Duration::from_secs(10), self.inner.request(req)).await {
+        let res = match tokio::time::timeout(Duration::from_secs(10), self.inner.request(req)).await
+        {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err("timed out".into()),
