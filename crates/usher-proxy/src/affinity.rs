@@ -19,7 +19,7 @@ use usher_balancer::{
 
 use crate::config::{AffinityMode, CookieConfig, FailurePolicy, LbConfig, SameSite};
 use crate::headers::{find_cookie, find_query};
-use crate::pool::Snapshot;
+use crate::pool::{BoundView, Snapshot};
 use crate::stats::Outcome;
 
 /// What a request carries that ties it to a backend.
@@ -47,6 +47,9 @@ pub struct Key {
     pub binding: Binding,
     /// Outcome so far (`new`, `invalid`, `expired` for cookies; refined by [`Affinity::choose`]).
     pub outcome: Outcome,
+    /// A hash identifying the client's binding (token, key or app-cookie value), for the
+    /// `pinned_clients` estimate.
+    pub identity: Option<u64>,
 }
 
 /// The decision for one attempt.
@@ -100,13 +103,18 @@ impl Affinity {
         now: u64,
         at: Instant,
     ) -> Key {
-        let hashed = |v: &[u8]| Key {
-            binding: Binding::Hashed(hash_key(v)),
-            outcome: Outcome::Hit,
+        let hashed = |v: &[u8]| {
+            let h = hash_key(v);
+            Key {
+                binding: Binding::Hashed(h),
+                outcome: Outcome::Hit,
+                identity: Some(h),
+            }
         };
         let unbound = |outcome| Key {
             binding: Binding::Unbound,
             outcome,
+            identity: None,
         };
         match &self.mode {
             AffinityMode::None => unbound(Outcome::Unpinned),
@@ -120,6 +128,7 @@ impl Affinity {
                             fallback_hash: None,
                         },
                         outcome: Outcome::Hit,
+                        identity: Some(hash_key(token.as_bytes())),
                     },
                     Err(OpenError::Expired { .. }) => unbound(Outcome::Expired),
                     Err(_) => unbound(Outcome::Invalid),
@@ -156,11 +165,13 @@ impl Affinity {
                                 fallback_hash: Some(hash),
                             },
                             outcome: Outcome::Hit,
+                            identity: Some(hash),
                         },
                         // Unknown value: consistent hashing keeps it on one backend anyway.
                         None => Key {
                             binding: Binding::Hashed(hash),
                             outcome: Outcome::New,
+                            identity: Some(hash),
                         },
                     }
                 }
@@ -169,7 +180,7 @@ impl Affinity {
     }
 
     /// Chooses a backend for `key` in `snap`, given the load `view` and a fresh random value.
-    pub fn choose(&self, key: &Key, snap: &Snapshot, view: &impl LoadView, random: u64) -> Choice {
+    pub fn choose(&self, key: &Key, snap: &Snapshot, view: &impl BoundView, random: u64) -> Choice {
         let strict = self.on_failure == FailurePolicy::Strict;
         let policy = |outcome| Choice {
             index: snap.selector.pick(view, None, random),
@@ -181,33 +192,45 @@ impl Affinity {
                 id, fallback_hash, ..
             } => {
                 let home = snap.index_of(id);
-                if let Some(i) = home.filter(|&i| view.available(i)) {
+                if let Some(i) = home.filter(|&i| view.serves_bound(i)) {
                     return Choice {
                         index: Some(i),
                         outcome: key.outcome,
                     };
                 }
-                if strict {
+                // A finished drain is planned: its clients re-pin even under `strict`.
+                let outcome = if view.lost_to_drain(id) {
+                    Outcome::Drained
+                } else if strict {
+                    return Choice {
+                        index: None,
+                        outcome: Outcome::StrictReject,
+                    };
+                } else {
+                    Outcome::Moved
+                };
+                match fallback_hash {
+                    Some(h) => Choice {
+                        index: snap.selector.pick_hashed(view, *h),
+                        outcome,
+                    },
+                    None => policy(outcome),
+                }
+            }
+            Binding::Hashed(h) => {
+                let home = snap.selector.pick_hashed(&AllUp, *h);
+                let home_up = home.is_some_and(|i| view.serves_bound(i));
+                if !home_up && strict {
                     return Choice {
                         index: None,
                         outcome: Outcome::StrictReject,
                     };
                 }
-                match fallback_hash {
-                    Some(h) => Choice {
-                        index: snap.selector.pick_hashed(view, *h),
-                        outcome: Outcome::Moved,
-                    },
-                    None => policy(Outcome::Moved),
-                }
-            }
-            Binding::Hashed(h) => {
-                let home = snap.selector.pick_hashed(&AllUp, *h);
-                let home_up = home.is_some_and(|i| view.available(i));
-                if !home_up && strict {
+                // A draining home keeps its keys until the deadline (they may be bound sessions).
+                if let Some(i) = home.filter(|&i| home_up && !view.available(i)) {
                     return Choice {
-                        index: None,
-                        outcome: Outcome::StrictReject,
+                        index: Some(i),
+                        outcome: key.outcome,
                     };
                 }
                 let index = snap.selector.pick_hashed(view, *h);
@@ -280,6 +303,11 @@ impl Affinity {
                 i64::try_from(max_age).unwrap_or(i64::MAX),
             ));
         HeaderValue::from_str(&c.to_string()).ok()
+    }
+
+    /// Opens a cookie token the way requests are checked (for the admin API's `explain`).
+    pub fn explain(&self, token: &str, now: u64) -> Result<(Claims, u32), OpenError> {
+        self.keys.open(token, now)
     }
 
     /// Learns app-cookie routes from a backend's `Set-Cookie` headers.

@@ -126,7 +126,8 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
         }
     }
     if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok())
-        && h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        && h.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
     {
         let _ = write!(element, ";host=\"{h}\"");
     }

@@ -11,17 +11,20 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod affinity;
 mod body;
 mod config;
 mod conn;
 mod headers;
 mod keys;
+mod metrics;
 mod pool;
 mod proxy;
 mod scan;
 mod server;
 mod stats;
+mod tls;
 
 use std::sync::Arc;
 
@@ -31,16 +34,18 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
 use usher_balancer::{KeyRing, SelectorConfig};
 
+pub use admin::{AdminError, check_admin_bind, serve_admin};
 pub use config::{
-    AffinityMode, AppCookieConfig, AppCookieSection, BackendAddr, BackendConfig, BackendSection,
-    ConfigError, CookieConfig, CookieSection, FailurePolicy, FileConfig, InvalidAffinity,
-    InvalidBackendAddr, InvalidFailurePolicy, InvalidSameSite, LbConfig, Limits, LimitsSection,
-    SameSite,
+    AdminConfig, AdminSection, AffinityMode, AppCookieConfig, AppCookieSection, BackendAddr,
+    BackendConfig, BackendSection, ConfigError, CookieConfig, CookieSection, FailurePolicy,
+    FileConfig, InvalidAffinity, InvalidBackendAddr, InvalidFailurePolicy, InvalidSameSite,
+    LbConfig, Limits, LimitsSection, SameSite, TlsConfig, TlsSection,
 };
 pub use keys::{KeyError, generate_key, load_keys};
-pub use pool::{BackendSlot, Pool, Snapshot};
+pub use pool::{BackendSlot, BackendState, Pool, PoolError, Snapshot};
 pub use server::serve;
 pub use stats::{Outcome, Stats, StatusCounters};
+pub use tls::TlsError;
 
 /// Why a load balancer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,9 @@ pub enum LbError {
     /// A backend address cannot be used as an upstream authority.
     #[error("backend address cannot be used: {0}")]
     BackendAddr(#[from] http::uri::InvalidUri),
+    /// The TLS certificate or key could not be loaded (the message names the file).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// One load balancer: configuration, backend pool, affinity, upstream client and counters.
@@ -60,11 +68,15 @@ pub struct Lb {
     client: Client<HttpConnector, body::AttemptBody>,
     trusted_proxies: Vec<IpNet>,
     scheme: &'static str,
+    tls: Option<tls::Terminator>,
 }
 
 impl Lb {
-    /// Builds a load balancer that seals affinity cookies with `keys`.
+    /// Builds a load balancer that seals affinity cookies with `keys`. With `config.tls` set it
+    /// reads the certificate and key now (a bad file is an [`LbError::Tls`]) and [`serve`]
+    /// terminates TLS: forwarded proto `https`, affinity cookies `Secure`.
     pub fn new(config: LbConfig, keys: KeyRing) -> Result<Arc<Self>, LbError> {
+        let tls = config.tls.as_ref().map(tls::Terminator::new).transpose()?;
         let pool = Pool::new(
             &config.backends,
             SelectorConfig {
@@ -81,14 +93,15 @@ impl Lb {
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(connector);
-        let affinity = affinity::Affinity::new(&config, keys, false);
+        let affinity = affinity::Affinity::new(&config, keys, tls.is_some());
         Ok(Arc::new(Self {
             trusted_proxies: config.trusted_proxies.clone(),
             pool,
             affinity,
             stats: Stats::default(),
             client,
-            scheme: "http",
+            scheme: if tls.is_some() { "https" } else { "http" },
+            tls,
             config,
         }))
     }
@@ -96,6 +109,11 @@ impl Lb {
     /// The configuration in force.
     pub fn config(&self) -> &LbConfig {
         &self.config
+    }
+
+    /// Whether the listener terminates TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Request counters.

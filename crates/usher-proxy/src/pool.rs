@@ -1,10 +1,16 @@
 //! The live backend set: an immutable snapshot (selector + per-backend slots) swapped whole on
 //! membership change, so request tasks read it without locks.
+//!
+//! A backend's state is derived from its slot's atomics: `draining` (by an operator, until a
+//! deadline), `down` (refused connections: skipped for a back-off), else `active`. New clients go
+//! only to active backends; clients already bound to a draining backend keep reaching it until its
+//! deadline. A backend no longer in the snapshot is `removed`.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -13,7 +19,36 @@ use usher_balancer::{BackendId, LoadView, Member, Selector, SelectorConfig};
 use crate::config::BackendConfig;
 use crate::stats::StatusCounters;
 
-/// One backend's identity and live counters. Kept across snapshot rebuilds (matched by id).
+/// What a backend is doing, as operators and metrics see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// Takes new and bound clients.
+    Active,
+    /// Takes no new clients; bound clients until the drain deadline.
+    Draining,
+    /// Failing (refused connections): skipped until its back-off ends.
+    Down,
+}
+
+impl BackendState {
+    /// Lower-case name, as in the admin API and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Draining => "draining",
+            Self::Down => "down",
+        }
+    }
+}
+
+impl fmt::Display for BackendState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One backend's identity and live counters. Kept across snapshot rebuilds (matched by id and
+/// address), so counters survive membership changes.
 #[derive(Debug)]
 pub struct BackendSlot {
     /// Stable id.
@@ -22,15 +57,27 @@ pub struct BackendSlot {
     pub addr: SocketAddr,
     /// `addr` as a URI authority, for upstream request URIs.
     pub authority: http::uri::Authority,
-    /// Configured weight.
-    pub weight: u32,
+    weight: AtomicU32,
     inflight: AtomicU64,
-    /// Milliseconds (on the pool clock) until which the backend is skipped after a refused connect.
+    /// Pool-clock milliseconds until which the backend is skipped after a refused connect.
     down_until_ms: AtomicU64,
+    draining: AtomicBool,
+    /// Pool-clock milliseconds at which the current drain started.
+    drain_started_ms: AtomicU64,
+    /// Pool-clock milliseconds at which a drain ends (meaningful while `draining`).
+    drain_deadline_ms: AtomicU64,
     requests: AtomicU64,
     /// Responses from this backend by status class.
     pub statuses: StatusCounters,
+    /// Pool-clock milliseconds of the last request from a client bound here.
+    last_bound_ms: AtomicU64,
+    health_transitions: AtomicU64,
+    /// Distinct bindings (hashes of affinity tokens or keys) → last seen, pool clock.
+    bound: Mutex<HashMap<u64, u64>>,
 }
+
+/// Most bindings remembered per backend for the `pinned_clients` estimate.
+const MAX_TRACKED_BINDINGS: usize = 200_000;
 
 impl BackendSlot {
     fn new(cfg: &BackendConfig) -> Result<Self, http::uri::InvalidUri> {
@@ -38,12 +85,23 @@ impl BackendSlot {
             id: cfg.id.clone(),
             addr: cfg.addr,
             authority: cfg.addr.to_string().parse()?,
-            weight: cfg.weight,
+            weight: AtomicU32::new(cfg.weight),
             inflight: AtomicU64::new(0),
             down_until_ms: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            drain_started_ms: AtomicU64::new(0),
+            drain_deadline_ms: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             statuses: StatusCounters::default(),
+            last_bound_ms: AtomicU64::new(0),
+            health_transitions: AtomicU64::new(0),
+            bound: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Configured weight.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
     }
 
     /// Requests in flight now.
@@ -54,6 +112,72 @@ impl BackendSlot {
     /// Requests sent to this backend so far (retries included).
     pub fn requests(&self) -> u64 {
         self.requests.load(Relaxed)
+    }
+
+    /// Whether it is reachable (not in a refused-connection back-off) at `now_ms`.
+    pub fn healthy(&self, now_ms: u64) -> bool {
+        self.down_until_ms.load(Relaxed) <= now_ms
+    }
+
+    /// State at `now_ms`.
+    pub fn state(&self, now_ms: u64) -> BackendState {
+        if self.draining.load(Relaxed) {
+            BackendState::Draining
+        } else if !self.healthy(now_ms) {
+            BackendState::Down
+        } else {
+            BackendState::Active
+        }
+    }
+
+    /// Whether new clients may be sent here at `now_ms`.
+    pub fn takes_new(&self, now_ms: u64) -> bool {
+        !self.draining.load(Relaxed) && self.healthy(now_ms)
+    }
+
+    /// Whether clients bound here may still reach it at `now_ms` (a draining backend serves them
+    /// until its deadline).
+    pub fn serves_bound(&self, now_ms: u64) -> bool {
+        self.healthy(now_ms)
+            && (!self.draining.load(Relaxed) || now_ms < self.drain_deadline_ms.load(Relaxed))
+    }
+
+    /// Pool-clock deadline of a drain in progress.
+    pub fn drain_deadline_ms(&self) -> Option<u64> {
+        self.draining
+            .load(Relaxed)
+            .then(|| self.drain_deadline_ms.load(Relaxed))
+    }
+
+    /// Records a request from the client binding `binding` (a hash) at `now_ms`.
+    pub fn saw_binding(&self, binding: u64, now_ms: u64) {
+        self.last_bound_ms.store(now_ms, Relaxed);
+        let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        if bound.len() >= MAX_TRACKED_BINDINGS && !bound.contains_key(&binding) {
+            // Full: forget the oldest half rather than grow without bound.
+            let mut seen: Vec<u64> = bound.values().copied().collect();
+            let mid = seen.len() / 2;
+            let cutoff = *seen.select_nth_unstable(mid).1;
+            bound.retain(|_, t| *t > cutoff);
+        }
+        bound.insert(binding, now_ms);
+    }
+
+    /// Distinct bindings seen within `window_ms` before `now_ms` (forgets older ones).
+    pub fn pinned_clients(&self, now_ms: u64, window_ms: u64) -> usize {
+        let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        bound.retain(|_, t| now_ms.saturating_sub(*t) < window_ms);
+        bound.len()
+    }
+
+    /// Times this backend went down.
+    pub fn health_transitions(&self) -> u64 {
+        self.health_transitions.load(Relaxed)
+    }
+
+    /// Pool-clock time of the last request from a bound client (0: never).
+    pub fn last_bound_ms(&self) -> u64 {
+        self.last_bound_ms.load(Relaxed)
     }
 
     /// Marks a request as started; the guard ends it when dropped.
@@ -67,13 +191,6 @@ impl BackendSlot {
 /// Decrements a backend's in-flight count when the response is finished (or abandoned).
 #[derive(Debug)]
 pub struct InflightGuard(Arc<BackendSlot>);
-
-impl InflightGuard {
-    /// The backend this guard counts against.
-    pub fn slot(&self) -> &Arc<BackendSlot> {
-        &self.0
-    }
-}
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
@@ -89,9 +206,22 @@ pub struct Snapshot {
     /// The backends.
     pub slots: Vec<Arc<BackendSlot>>,
     by_id: HashMap<BackendId, usize>,
+    /// Ids removed at the end of a drain (their clients' moves count as `drained`).
+    drained: Arc<std::collections::HashSet<BackendId>>,
 }
 
 impl Snapshot {
+    /// Whether clients bound to `id` lost it to a drain (draining past its deadline, or removed
+    /// when the drain ended) rather than to a failure.
+    pub fn lost_to_drain(&self, id: &BackendId, now_ms: u64) -> bool {
+        match self.index_of(id) {
+            Some(i) => self.slots[i]
+                .drain_deadline_ms()
+                .is_some_and(|d| now_ms >= d),
+            None => self.drained.contains(id),
+        }
+    }
+
     /// Index of a backend by id.
     pub fn index_of(&self, id: &BackendId) -> Option<usize> {
         self.by_id.get(id).copied()
@@ -103,7 +233,15 @@ impl Snapshot {
     }
 }
 
-/// [`LoadView`] over a snapshot at one instant.
+/// A [`LoadView`] that can also say whether already-bound clients may reach a backend.
+pub trait BoundView: LoadView {
+    /// Whether clients bound to backend `i` may still be sent there.
+    fn serves_bound(&self, i: usize) -> bool;
+    /// Whether clients bound to `id` lost it to a drain (see [`Snapshot::lost_to_drain`]).
+    fn lost_to_drain(&self, id: &BackendId) -> bool;
+}
+
+/// [`LoadView`] over a snapshot at one instant: `available` means "takes new clients".
 #[derive(Debug, Clone, Copy)]
 pub struct View<'a> {
     snap: &'a Snapshot,
@@ -115,17 +253,42 @@ impl LoadView for View<'_> {
         self.snap
             .slots
             .get(i)
-            .is_some_and(|s| s.down_until_ms.load(Relaxed) <= self.now_ms)
+            .is_some_and(|s| s.takes_new(self.now_ms))
     }
     fn inflight(&self, i: usize) -> u64 {
         self.snap.slots.get(i).map_or(0, |s| s.inflight())
     }
 }
 
+impl BoundView for View<'_> {
+    fn serves_bound(&self, i: usize) -> bool {
+        self.snap
+            .slots
+            .get(i)
+            .is_some_and(|s| s.serves_bound(self.now_ms))
+    }
+    fn lost_to_drain(&self, id: &BackendId) -> bool {
+        self.snap.lost_to_drain(id, self.now_ms)
+    }
+}
+
+/// Why a membership change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// No backend with that id.
+    #[error("no backend {0}")]
+    Unknown(BackendId),
+    /// The address cannot be used as an upstream authority.
+    #[error("backend address cannot be used: {0}")]
+    Addr(#[from] http::uri::InvalidUri),
+}
+
 /// The backend set and its clock.
 #[derive(Debug)]
 pub struct Pool {
     current: ArcSwap<Snapshot>,
+    /// Serializes writers; readers never take it.
+    write: Mutex<()>,
     selector_config: SelectorConfig,
     epoch: Instant,
 }
@@ -136,9 +299,13 @@ impl Pool {
         backends: &[BackendConfig],
         selector_config: SelectorConfig,
     ) -> Result<Self, http::uri::InvalidUri> {
-        let snap = build(backends, &selector_config, &[])?;
+        let slots = backends
+            .iter()
+            .map(|b| BackendSlot::new(b).map(Arc::new))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
-            current: ArcSwap::from_pointee(snap),
+            current: ArcSwap::from_pointee(build(slots, &selector_config, Arc::default())),
+            write: Mutex::new(()),
             selector_config,
             epoch: Instant::now(),
         })
@@ -149,51 +316,136 @@ impl Pool {
         self.current.load_full()
     }
 
-    /// Replaces the backend set; slots of backends that stay keep their counters.
-    pub fn set_backends(&self, backends: &[BackendConfig]) -> Result<(), http::uri::InvalidUri> {
+    /// Milliseconds since the pool started (the clock of deadlines and back-offs).
+    pub fn now_ms(&self) -> u64 {
+        millis(self.epoch.elapsed())
+    }
+
+    /// Adds a backend, or updates one's address or weight. Requests in flight keep their
+    /// connections; a new address gets new connections from then on.
+    pub fn upsert(&self, cfg: &BackendConfig) -> Result<(), PoolError> {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.current.load();
-        let snap = build(backends, &self.selector_config, &old.slots)?;
-        self.current.store(Arc::new(snap));
+        let mut slots: Vec<Arc<BackendSlot>> = old.slots.clone();
+        match slots.iter().position(|s| s.id == cfg.id) {
+            Some(i) if slots[i].addr == cfg.addr => slots[i].weight.store(cfg.weight, Relaxed),
+            Some(i) => slots[i] = Arc::new(BackendSlot::new(cfg)?),
+            None => slots.push(Arc::new(BackendSlot::new(cfg)?)),
+        }
+        let mut drained = (*old.drained).clone();
+        drained.remove(&cfg.id);
+        self.current.store(Arc::new(build(
+            slots,
+            &self.selector_config,
+            Arc::new(drained),
+        )));
         Ok(())
     }
 
-    /// Milliseconds since the pool started (the clock of `down_until`).
-    pub fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// Removes a backend at once; its bound clients re-pin on their next request.
+    pub fn remove(&self, id: &BackendId) -> Result<Arc<BackendSlot>, PoolError> {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current.load();
+        let i = old
+            .index_of(id)
+            .ok_or_else(|| PoolError::Unknown(id.clone()))?;
+        let mut slots = old.slots.clone();
+        let removed = slots.remove(i);
+        let mut drained = (*old.drained).clone();
+        if removed.draining.load(Relaxed) {
+            drained.insert(id.clone());
+        } else {
+            drained.remove(id);
+        }
+        self.current.store(Arc::new(build(
+            slots,
+            &self.selector_config,
+            Arc::new(drained),
+        )));
+        Ok(removed)
+    }
+
+    /// Ends drains that are over: a draining backend is removed once its deadline has passed or
+    /// no bound client has been seen for `idle`. Returns the ids removed.
+    pub fn reap_drained(&self, idle: Duration) -> Vec<BackendId> {
+        let now = self.now_ms();
+        let idle = millis(idle);
+        let done: Vec<BackendId> = self
+            .snapshot()
+            .slots
+            .iter()
+            .filter(|s| {
+                s.drain_deadline_ms().is_some_and(|deadline| {
+                    let quiet_since = s.last_bound_ms().max(s.drain_started_ms.load(Relaxed));
+                    now >= deadline || now.saturating_sub(quiet_since) >= idle
+                })
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        for id in &done {
+            if self.remove(id).is_ok() {
+                tracing::info!(backend = %id, "drain finished: backend removed");
+            }
+        }
+        done
+    }
+
+    /// Starts draining a backend: no new clients; bound clients until `deadline` from now.
+    pub fn drain(&self, id: &BackendId, deadline: Duration) -> Result<(), PoolError> {
+        let slot = self.slot(id)?;
+        let now = self.now_ms();
+        slot.drain_started_ms.store(now, Relaxed);
+        slot.drain_deadline_ms
+            .store(now.saturating_add(millis(deadline)), Relaxed);
+        slot.draining.store(true, Relaxed);
+        tracing::info!(backend = %id, ?deadline, "backend draining");
+        Ok(())
+    }
+
+    /// Ends a drain: the backend takes new clients again.
+    pub fn activate(&self, id: &BackendId) -> Result<(), PoolError> {
+        let slot = self.slot(id)?;
+        if slot.draining.swap(false, Relaxed) {
+            tracing::info!(backend = %id, "backend active again");
+        }
+        Ok(())
+    }
+
+    fn slot(&self, id: &BackendId) -> Result<Arc<BackendSlot>, PoolError> {
+        let snap = self.current.load();
+        let i = snap
+            .index_of(id)
+            .ok_or_else(|| PoolError::Unknown(id.clone()))?;
+        Ok(Arc::clone(&snap.slots[i]))
     }
 
     /// Skips `slot` for new work for `backoff` (it refused a connection).
     pub fn mark_down(&self, slot: &BackendSlot, backoff: Duration) {
-        let until = self
-            .now_ms()
-            .saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(0));
-        let prev = slot.down_until_ms.swap(until, Relaxed);
-        if prev <= self.now_ms() {
-            tracing::warn!(backend = %slot.id, ?backoff, "backend refused a connection; skipping it");
+        let now = self.now_ms();
+        let prev = slot
+            .down_until_ms
+            .swap(now.saturating_add(millis(backoff)), Relaxed);
+        if prev <= now {
+            slot.health_transitions.fetch_add(1, Relaxed);
+            tracing::warn!(backend = %slot.id, ?backoff, "backend down: refused a connection");
         }
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4)
+}
+
 fn build(
-    backends: &[BackendConfig],
+    slots: Vec<Arc<BackendSlot>>,
     selector_config: &SelectorConfig,
-    old: &[Arc<BackendSlot>],
-) -> Result<Snapshot, http::uri::InvalidUri> {
-    let mut slots = Vec::with_capacity(backends.len());
-    for b in backends {
-        let keep = old
-            .iter()
-            .find(|s| s.id == b.id && s.addr == b.addr && s.weight == b.weight);
-        slots.push(match keep {
-            Some(s) => Arc::clone(s),
-            None => Arc::new(BackendSlot::new(b)?),
-        });
-    }
+    drained: Arc<std::collections::HashSet<BackendId>>,
+) -> Snapshot {
     let members: Vec<Member> = slots
         .iter()
         .map(|s| Member {
             id: s.id.clone(),
-            weight: s.weight,
+            weight: s.weight(),
         })
         .collect();
     let by_id = slots
@@ -201,9 +453,75 @@ fn build(
         .enumerate()
         .map(|(i, s)| (s.id.clone(), i))
         .collect();
-    Ok(Snapshot {
+    Snapshot {
         selector: Selector::new(&members, selector_config),
         slots,
         by_id,
-    })
+        drained,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(id: &str, port: u16, weight: u32) -> BackendConfig {
+        BackendConfig {
+            id: id.parse().expect("id"),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight,
+        }
+    }
+
+    #[test]
+    fn membership_changes_keep_counters_of_backends_that_stay() {
+        let pool =
+            Pool::new(&[cfg("a", 1, 1), cfg("b", 2, 1)], SelectorConfig::default()).expect("pool");
+        let a = Arc::clone(&pool.snapshot().slots[0]);
+        drop(a.begin());
+        pool.upsert(&cfg("c", 3, 2)).expect("add");
+        pool.upsert(&cfg("a", 1, 5)).expect("reweight");
+        let snap = pool.snapshot();
+        assert_eq!(snap.slots.len(), 3);
+        assert!(
+            Arc::ptr_eq(&snap.slots[0], &a),
+            "same slot after a weight change"
+        );
+        assert_eq!(snap.slots[0].weight(), 5);
+        assert_eq!(snap.slots[0].requests(), 1);
+        pool.upsert(&cfg("a", 9, 5)).expect("move");
+        assert_eq!(
+            pool.snapshot().slots[0].requests(),
+            0,
+            "new address, new slot"
+        );
+        pool.remove(&"b".parse().expect("id")).expect("remove");
+        assert!(
+            pool.snapshot()
+                .index_of(&"b".parse().expect("id"))
+                .is_none()
+        );
+        assert!(matches!(
+            pool.remove(&"zz".parse().expect("id")),
+            Err(PoolError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn draining_takes_no_new_clients_but_serves_bound_ones_until_the_deadline() {
+        let pool = Pool::new(&[cfg("a", 1, 1)], SelectorConfig::default()).expect("pool");
+        let id: BackendId = "a".parse().expect("id");
+        pool.drain(&id, Duration::from_secs(10)).expect("drain");
+        let slot = pool.slot(&id).expect("slot");
+        let now = pool.now_ms();
+        assert_eq!(slot.state(now), BackendState::Draining);
+        assert!(!slot.takes_new(now));
+        assert!(slot.serves_bound(now));
+        assert!(!slot.serves_bound(now + 10_001));
+        pool.activate(&id).expect("activate");
+        assert!(slot.takes_new(now));
+        pool.mark_down(&slot, Duration::from_secs(5));
+        assert_eq!(slot.state(pool.now_ms()), BackendState::Down);
+        assert!(!slot.serves_bound(pool.now_ms()));
+    }
 }

@@ -14,7 +14,7 @@ use crate::affinity::{Choice, Key, unix_now};
 use crate::body::{RequestBody, ResponseBody};
 use crate::conn::ConnState;
 use crate::headers::{self, Forwarding, X_REQUEST_ID};
-use crate::pool::BackendSlot;
+use crate::pool::{BackendSlot, BoundView};
 use crate::stats::Outcome;
 
 /// Handles one client request. Never fails: every error becomes a clean 4xx/5xx response that
@@ -26,7 +26,9 @@ pub async fn handle(
     conn: &Arc<ConnState>,
 ) -> Response<ResponseBody> {
     let activity = conn.request_started();
+    let started = Instant::now();
     let (parts, body) = proxy(lb, req, peer, conn).await.into_parts();
+    lb.stats.latency.observe(started.elapsed());
     Response::from_parts(parts, body.with_activity(activity))
 }
 
@@ -217,8 +219,13 @@ fn respond(
     let (mut parts, body) = res.into_parts();
     lb.affinity.learn(&parts.headers, &slot.id, at);
     headers::strip_hop_by_hop(&mut parts.headers);
+    let mut identity = key.identity;
     if let Some(cookie) = lb.affinity.set_cookie(key, choice.outcome, &slot.id, now) {
+        identity = Some(usher_balancer::hash_key(cookie.as_bytes()));
         parts.headers.append(header::SET_COOKIE, cookie);
+    }
+    if let Some(identity) = identity {
+        slot.saw_binding(identity, lb.pool.now_ms());
     }
     if !parts.headers.contains_key(&X_REQUEST_ID) {
         parts
@@ -276,6 +283,15 @@ fn is_idempotent(m: &Method) -> bool {
 struct Excluding<V> {
     view: V,
     skip: usize,
+}
+
+impl<V: BoundView> BoundView for Excluding<V> {
+    fn serves_bound(&self, i: usize) -> bool {
+        i != self.skip && self.view.serves_bound(i)
+    }
+    fn lost_to_drain(&self, id: &usher_balancer::BackendId) -> bool {
+        self.view.lost_to_drain(id)
+    }
 }
 
 impl<V: LoadView> LoadView for Excluding<V> {

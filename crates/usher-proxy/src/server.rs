@@ -1,4 +1,5 @@
-//! The accept loop and graceful shutdown.
+//! The accept loop and graceful shutdown. The accept loop only accepts: TLS handshakes run in
+//! each connection's own task.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -23,9 +25,15 @@ pub async fn serve(listener: TcpListener, lb: Arc<Lb>, shutdown: impl Future<Out
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
+    // Drains end (deadline passed or bound clients gone) on this tick.
+    let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            _ = housekeeping.tick() => {
+                lb.pool.reap_drained(lb.config.cookie.idle_timeout);
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     conns.spawn(connection(Arc::clone(&lb), stream, peer, stop_rx.clone()));
@@ -60,11 +68,41 @@ pub async fn serve(listener: TcpListener, lb: Arc<Lb>, shutdown: impl Future<Out
     lb.log_summary();
 }
 
-async fn connection(lb: Arc<Lb>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+/// One accepted connection: the TLS handshake when the listener terminates TLS (bounded by the
+/// header read timeout, abandoned on shutdown), then the same HTTP serving as a plain socket.
+async fn connection(
+    lb: Arc<Lb>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
+    let Some(tls) = &lb.tls else {
+        return serve_http(lb, stream, peer, stop).await;
+    };
+    let limit = lb.config.limits.header_read_timeout;
+    let tls_stream = tokio::select! {
+        res = tls.handshake(stream, limit) => match res {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "closed: TLS handshake failed");
+                return;
+            }
+        },
+        _ = stop.wait_for(|stopping| *stopping) => return,
+    };
+    serve_http(Arc::clone(&lb), tls_stream, peer, stop).await;
+}
+
+/// Serves HTTP/1.1 on `io` (a plain or TLS stream): activity tracking, timers and graceful
+/// shutdown as described in `conn.rs`.
+async fn serve_http<T>(lb: Arc<Lb>, io: T, peer: SocketAddr, stop: watch::Receiver<bool>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let limits = &lb.config.limits;
     let state = ConnState::new(limits.header_read_timeout, limits.idle_timeout);
-    let io = TokioIo::new(ConnIo::new(stream, Arc::clone(&state)));
+    let io = TokioIo::new(ConnIo::new(io, Arc::clone(&state)));
     let svc_lb = Arc::clone(&lb);
     let svc_state = Arc::clone(&state);
     let service = service_fn(move |req| {

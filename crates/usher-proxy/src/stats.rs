@@ -23,11 +23,13 @@ pub enum Outcome {
     Moved,
     /// The bound backend was down or gone: answered 503 (`--on-failure strict`).
     StrictReject,
+    /// The bound backend finished draining: re-pinned elsewhere.
+    Drained,
 }
 
 impl Outcome {
     /// All outcomes, in display order.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Self::Unpinned,
         Self::New,
         Self::Hit,
@@ -35,6 +37,7 @@ impl Outcome {
         Self::Expired,
         Self::Moved,
         Self::StrictReject,
+        Self::Drained,
     ];
 
     /// The label used in logs and metrics.
@@ -47,6 +50,7 @@ impl Outcome {
             Self::Expired => "expired",
             Self::Moved => "moved",
             Self::StrictReject => "strict_reject",
+            Self::Drained => "drained",
         }
     }
 
@@ -108,10 +112,52 @@ impl fmt::Display for StatusCounters {
     }
 }
 
+/// Upper bounds (seconds) of the latency histogram's buckets; the last bucket is `+Inf`.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A fixed-bucket latency histogram (Prometheus style: cumulative on output, not in storage).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// Cumulative counts per bucket (the last one is the total), and the sum in seconds.
+    pub fn cumulative(&self) -> (Vec<u64>, f64) {
+        let mut acc = 0;
+        let counts = self
+            .buckets
+            .iter()
+            .map(|b| {
+                acc += b.load(Relaxed);
+                acc
+            })
+            .collect();
+        (counts, self.sum_micros.load(Relaxed) as f64 / 1e6)
+    }
+}
+
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct Stats {
     outcomes: [AtomicU64; Outcome::ALL.len()],
+    /// Time from receiving a request head to sending the response head.
+    pub latency: Histogram,
     /// Responses the load balancer made itself without reaching a backend (503 no backend,
     /// strict rejects, 502/504 after failures, 400s).
     pub local: StatusCounters,
@@ -168,6 +214,14 @@ mod tests {
         s.outcome(Outcome::StrictReject);
         assert_eq!(s.outcome_count(Outcome::Hit), 2);
         assert_eq!(s.outcomes_line(), "hit=2 strict_reject=1");
+        s.latency.observe(std::time::Duration::from_millis(3));
+        s.latency.observe(std::time::Duration::from_secs(60));
+        let (counts, sum) = s.latency.cumulative();
+        assert_eq!(counts[1], 0);
+        assert_eq!(counts[2], 1, "3 ms lands in the 5 ms bucket");
+        assert_eq!(counts[counts.len() - 2], 1);
+        assert_eq!(counts[counts.len() - 1], 2, "+Inf holds everything");
+        assert!((sum - 60.003).abs() < 1e-6);
         s.local.record(http::StatusCode::SERVICE_UNAVAILABLE);
         s.local.record(http::StatusCode::OK);
         assert_eq!(s.local.class(5), 1);

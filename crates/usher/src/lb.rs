@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use usher_balancer::Policy;
 use usher_proxy::{
     AffinityMode, BackendAddr, BackendSection, FailurePolicy, FileConfig, LbConfig, SameSite,
+    TlsSection,
 };
 
 /// `usher lb`.
@@ -99,6 +100,19 @@ struct RunArgs {
     /// On SIGTERM/SIGINT, wait this long for in-flight requests [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     shutdown_grace: Option<Duration>,
+    /// Terminate TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Admin API address, or "off" [default: 127.0.0.1:8081]. A non-loopback address needs a
+    /// token (--admin-token-file or the USHER_ADMIN_TOKEN variable).
+    #[arg(long, value_name = "ADDR|off", env = "USHER_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
+    /// File holding the admin API bearer token.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 fn parse_backend(s: &str) -> Result<BackendSection, String> {
@@ -184,6 +198,12 @@ fn config_from(args: RunArgs) -> anyhow::Result<LbConfig> {
     set(&mut l.response_timeout, args.response_timeout);
     set(&mut l.idle_timeout, args.idle_timeout);
     set(&mut l.shutdown_grace, args.shutdown_grace);
+    // clap makes the two flags go together; they replace a file's [tls] section.
+    set(&mut raw.admin.listen, args.admin_listen);
+    set(&mut raw.admin.token_file, args.admin_token_file);
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        raw.tls = Some(TlsSection { cert, key });
+    }
     let text = if args.backends.is_empty() {
         text
     } else {
@@ -219,17 +239,77 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local = listener.local_addr()?;
         let shutdown = shutdown_signal()?;
+        let (backends, policy, affinity) = (
+            config.backends.len(),
+            config.policy,
+            config.affinity.clone(),
+        );
+        let admin = bind_admin(&config.admin).await?;
+        // Built before "ready" is logged: a bad TLS certificate or key ends the process here.
+        let lb = usher_proxy::Lb::new(config, keys)?;
+        let (admin_addr, admin_stop) = match admin {
+            Some((listener, token)) => {
+                let addr = listener.local_addr()?;
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                let admin_lb = std::sync::Arc::clone(&lb);
+                tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = rx.await;
+                    };
+                    if let Err(e) = usher_proxy::serve_admin(listener, admin_lb, token, stop).await
+                    {
+                        tracing::error!(error = %e, "admin API stopped");
+                    }
+                });
+                (Some(addr), Some(tx))
+            }
+            None => (None, None),
+        };
         tracing::info!(
             listen = %local,
-            backends = config.backends.len(),
-            policy = config.policy.as_str(),
-            affinity = %config.affinity,
+            admin = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            backends,
+            policy = policy.as_str(),
+            affinity = %affinity,
+            tls = lb.is_tls(),
             "usher lb ready"
         );
-        let lb = usher_proxy::Lb::new(config, keys)?;
         usher_proxy::serve(listener, lb, shutdown).await;
+        if let Some(stop) = admin_stop {
+            let _ = stop.send(());
+        }
         anyhow::Ok(())
     })
+}
+
+/// Binds the admin listener (if enabled) and reads its token: from `USHER_ADMIN_TOKEN`, else the
+/// token file. Refuses a non-loopback address without a token.
+async fn bind_admin(
+    admin: &usher_proxy::AdminConfig,
+) -> anyhow::Result<Option<(tokio::net::TcpListener, Option<String>)>> {
+    let Some(addr) = admin.listen else {
+        return Ok(None);
+    };
+    let token = match (std::env::var("USHER_ADMIN_TOKEN").ok(), &admin.token_file) {
+        (Some(t), _) if !t.trim().is_empty() => Some(t.trim().to_owned()),
+        (_, Some(path)) => {
+            let t = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read admin.token_file {}", path.display()))?;
+            let t = t.trim().to_owned();
+            anyhow::ensure!(
+                !t.is_empty(),
+                "admin.token_file {} is empty",
+                path.display()
+            );
+            Some(t)
+        }
+        _ => None,
+    };
+    usher_proxy::check_admin_bind(addr, token.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on admin.listen {addr}"))?;
+    Ok(Some((listener, token)))
 }
 
 /// Installs SIGTERM/SIGINT handlers now (so a signal that arrives before the server runs is not

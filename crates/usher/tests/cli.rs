@@ -13,6 +13,8 @@ use support::{Backend, Client};
 
 fn usher() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_usher"));
+    // Several instances run at once: never the fixed default admin port.
+    c.env("USHER_ADMIN_LISTEN", "127.0.0.1:0");
     c.env("RUST_LOG", "info");
     c
 }

@@ -43,6 +43,11 @@ pub struct FileConfig {
     /// Limits and timeouts.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// TLS termination; without it the listener speaks plain HTTP.
+    pub tls: Option<TlsSection>,
+    /// The admin API listener.
+    #[serde(default)]
+    pub admin: AdminSection,
     /// The backends, in order.
     #[serde(default, rename = "backend")]
     pub backends: Vec<Spanned<BackendSection>>,
@@ -103,6 +108,26 @@ pub struct LimitsSection {
     pub down_backoff: Option<Duration>,
     /// Request bodies up to this size are kept so a retry can resend them (default 64 KiB).
     pub retry_buffer_bytes: Option<usize>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Admin API address (default `127.0.0.1:8081`); `"off"` disables it.
+    pub listen: Option<String>,
+    /// File holding the bearer token (the `USHER_ADMIN_TOKEN` variable also works).
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[tls]`: both files are required when the section is present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM file with the certificate chain, server certificate first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// One `[[backend]]`.

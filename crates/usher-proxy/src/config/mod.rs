@@ -10,7 +10,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use usher_balancer::{BackendId, Policy};
 
-pub use file::{AppCookieSection, BackendSection, CookieSection, FileConfig, LimitsSection};
+pub use file::{
+    AdminSection, AppCookieSection, BackendSection, CookieSection, FileConfig, LimitsSection,
+    TlsSection,
+};
 pub use types::{
     AffinityMode, BackendAddr, FailurePolicy, InvalidAffinity, InvalidBackendAddr,
     InvalidFailurePolicy, InvalidSameSite, SameSite,
@@ -128,6 +131,24 @@ impl Default for Limits {
     }
 }
 
+/// The admin API listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the admin API listens; `None` when disabled.
+    pub listen: Option<SocketAddr>,
+    /// File with the bearer token.
+    pub token_file: Option<PathBuf>,
+}
+
+/// TLS termination: where the certificate chain and private key are (read by `Lb::new`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, server certificate first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 /// A validated load-balancer configuration.
 #[derive(Debug, Clone)]
 pub struct LbConfig {
@@ -153,6 +174,10 @@ pub struct LbConfig {
     pub app_cookie: AppCookieConfig,
     /// Limits and timeouts.
     pub limits: Limits,
+    /// TLS termination on the listener; `None` for plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// Admin API settings.
+    pub admin: AdminConfig,
 }
 
 /// Smallest `max_header_bytes` hyper can enforce.
@@ -252,6 +277,28 @@ impl LbConfig {
 
         let limits = limits_from(raw.limits)?;
 
+        let admin = AdminConfig {
+            listen: match raw.admin.listen.as_deref() {
+                None => Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
+                Some("off") => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    ConfigError::invalid("admin.listen", format!("{a:?} is not ip:port or \"off\""))
+                })?),
+            },
+            token_file: raw.admin.token_file,
+        };
+        let tls = raw.tls.map(|t| TlsConfig {
+            cert: t.cert,
+            key: t.key,
+        });
+        if let Some(t) = &tls {
+            for (field, path) in [("tls.cert", &t.cert), ("tls.key", &t.key)] {
+                if path.as_os_str().is_empty() {
+                    return Err(ConfigError::invalid(field, "must name a PEM file"));
+                }
+            }
+        }
+
         Ok(Self {
             listen: raw
                 .listen
@@ -266,6 +313,8 @@ impl LbConfig {
             cookie,
             app_cookie,
             limits,
+            tls,
+            admin,
         })
     }
 }

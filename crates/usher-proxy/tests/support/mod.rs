@@ -213,6 +213,18 @@ impl TestLb {
         }
     }
 
+    /// Starts the admin API for this load balancer on an ephemeral port.
+    pub async fn start_admin(&self, token: Option<&str>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let lb = Arc::clone(&self.lb);
+        let token = token.map(str::to_owned);
+        tokio::spawn(async move {
+            let _ = usher_proxy::serve_admin(listener, lb, token, std::future::pending()).await;
+        });
+        addr
+    }
+
     /// Triggers graceful shutdown; the returned handle completes when the server has stopped.
     pub fn shutdown(&mut self) -> JoinHandle<()> {
         if let Some(tx) = self.stop.take() {
