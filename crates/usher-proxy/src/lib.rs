@@ -17,6 +17,7 @@ mod body;
 mod config;
 mod conn;
 mod headers;
+mod health;
 mod keys;
 mod metrics;
 mod pool;
@@ -38,8 +39,9 @@ pub use admin::{AdminError, check_admin_bind, serve_admin};
 pub use config::{
     AdminConfig, AdminSection, AffinityMode, AppCookieConfig, AppCookieSection, BackendAddr,
     BackendConfig, BackendSection, ConfigError, CookieConfig, CookieSection, FailurePolicy,
-    FileConfig, InvalidAffinity, InvalidBackendAddr, InvalidFailurePolicy, InvalidSameSite,
-    LbConfig, Limits, LimitsSection, SameSite, TlsConfig, TlsSection,
+    FileConfig, HealthConfig, HealthSection, InvalidAffinity, InvalidBackendAddr,
+    InvalidFailurePolicy, InvalidSameSite, LbConfig, Limits, LimitsSection, SameSite, TlsConfig,
+    TlsSection,
 };
 pub use keys::{KeyError, generate_key, load_keys};
 pub use pool::{BackendSlot, BackendState, Pool, PoolError, Snapshot};

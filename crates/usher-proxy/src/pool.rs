@@ -72,6 +72,11 @@ pub struct BackendSlot {
     /// Pool-clock milliseconds of the last request from a client bound here.
     last_bound_ms: AtomicU64,
     health_transitions: AtomicU64,
+    // --- health (health.rs) ---
+    /// Verdict of active health checks (true until a check says otherwise).
+    check_ok: AtomicBool,
+    /// Consecutive failed responses (5xx, timeouts) seen by the request path.
+    passive_failures: AtomicU32,
     /// Distinct bindings (hashes of affinity tokens or keys) → last seen, pool clock.
     bound: Mutex<HashMap<u64, u64>>,
 }
@@ -95,6 +100,8 @@ impl BackendSlot {
             statuses: StatusCounters::default(),
             last_bound_ms: AtomicU64::new(0),
             health_transitions: AtomicU64::new(0),
+            check_ok: AtomicBool::new(true),
+            passive_failures: AtomicU32::new(0),
             bound: Mutex::new(HashMap::new()),
         })
     }
@@ -116,7 +123,35 @@ impl BackendSlot {
 
     /// Whether it is reachable (not in a refused-connection back-off) at `now_ms`.
     pub fn healthy(&self, now_ms: u64) -> bool {
-        self.down_until_ms.load(Relaxed) <= now_ms
+        self.check_ok.load(Relaxed) && self.down_until_ms.load(Relaxed) <= now_ms
+    }
+
+    /// Whether active health checks currently pass.
+    pub fn check_ok(&self) -> bool {
+        self.check_ok.load(Relaxed)
+    }
+
+    /// Records an active check verdict; returns whether it changed.
+    pub fn set_check_ok(&self, ok: bool) -> bool {
+        let changed = self.check_ok.swap(ok, Relaxed) != ok;
+        if changed && !ok {
+            self.health_transitions.fetch_add(1, Relaxed);
+        }
+        changed
+    }
+
+    /// Counts one failed response (5xx, timeout); returns the consecutive count.
+    pub fn passive_failure(&self) -> u32 {
+        self.passive_failures
+            .fetch_add(1, Relaxed)
+            .saturating_add(1)
+    }
+
+    /// A good response resets the consecutive failure count.
+    pub fn passive_success(&self) {
+        if self.passive_failures.load(Relaxed) != 0 {
+            self.passive_failures.store(0, Relaxed);
+        }
     }
 
     /// State at `now_ms`.
@@ -421,13 +456,20 @@ impl Pool {
 
     /// Skips `slot` for new work for `backoff` (it refused a connection).
     pub fn mark_down(&self, slot: &BackendSlot, backoff: Duration) {
+        self.eject(slot, backoff, "refused a connection");
+    }
+
+    /// Takes `slot` out of rotation for `backoff` (passive ejection); after it, real requests (or
+    /// active checks) probe it again. Logs once per transition, with `reason`.
+    pub fn eject(&self, slot: &BackendSlot, backoff: Duration, reason: &str) {
         let now = self.now_ms();
         let prev = slot
             .down_until_ms
             .swap(now.saturating_add(millis(backoff)), Relaxed);
+        slot.passive_failures.store(0, Relaxed);
         if prev <= now {
             slot.health_transitions.fetch_add(1, Relaxed);
-            tracing::warn!(backend = %slot.id, ?backoff, "backend down: refused a connection");
+            tracing::warn!(backend = %slot.id, ?backoff, "backend down: {reason}");
         }
     }
 }

@@ -146,7 +146,10 @@ async fn proxy(
             Ok(Ok(res)) => {
                 return respond(lb, res, &key, choice, slot, guard, now, at, &request_id);
             }
-            Err(_elapsed) => Failure::Timeout,
+            Err(_elapsed) => {
+                crate::health::passive(lb, slot, false);
+                Failure::Timeout
+            }
             Ok(Err(e)) if e.is_connect() => {
                 lb.pool.mark_down(slot, lb.config.limits.down_backoff);
                 Failure::Connect
@@ -216,6 +219,7 @@ fn respond(
 ) -> Response<ResponseBody> {
     lb.stats.outcome(choice.outcome);
     slot.statuses.record(res.status());
+    crate::health::passive(lb, slot, !crate::health::is_failure(res.status()));
     let (mut parts, body) = res.into_parts();
     lb.affinity.learn(&parts.headers, &slot.id, at);
     headers::strip_hop_by_hop(&mut parts.headers);

@@ -26,6 +26,7 @@ pub async fn serve(listener: TcpListener, lb: Arc<Lb>, shutdown: impl Future<Out
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     // Drains end (deadline passed or bound clients gone) on this tick.
+    let checks = tokio::spawn(crate::health::run_checks(Arc::clone(&lb)));
     let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -48,6 +49,7 @@ pub async fn serve(listener: TcpListener, lb: Arc<Lb>, shutdown: impl Future<Out
         }
     }
     drop(listener);
+    checks.abort();
     let open = conns.len();
     tracing::info!(
         open_connections = open,

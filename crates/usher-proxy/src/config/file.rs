@@ -48,6 +48,9 @@ pub struct FileConfig {
     /// The admin API listener.
     #[serde(default)]
     pub admin: AdminSection,
+    /// Active and passive health checking.
+    #[serde(default)]
+    pub health: HealthSection,
     /// The backends, in order.
     #[serde(default, rename = "backend")]
     pub backends: Vec<Spanned<BackendSection>>,
@@ -108,6 +111,31 @@ pub struct LimitsSection {
     pub down_backoff: Option<Duration>,
     /// Request bodies up to this size are kept so a retry can resend them (default 64 KiB).
     pub retry_buffer_bytes: Option<usize>,
+}
+
+/// `[health]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// Path for active checks, e.g. `/healthz`; unset: no active checks.
+    pub path: Option<String>,
+    /// Time between checks of one backend (default `2s`).
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// A check slower than this fails (default `1s`).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Consecutive passing checks to bring a backend up (default 2).
+    pub rise: Option<u32>,
+    /// Consecutive failing checks to take a backend down (default 3).
+    pub fall: Option<u32>,
+    /// Status a passing check returns; unset: any 2xx or 3xx.
+    pub expect_status: Option<u16>,
+    /// Consecutive 5xx or timed-out responses that eject a backend (default 5; 0: never).
+    pub passive_failures: Option<u32>,
+    /// How long an ejected backend sits out before it is tried again (default `10s`).
+    #[serde(default, with = "humantime_serde")]
+    pub passive_backoff: Option<Duration>,
 }
 
 /// `[admin]`.

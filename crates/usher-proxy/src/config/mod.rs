@@ -11,8 +11,8 @@ use ipnet::IpNet;
 use usher_balancer::{BackendId, Policy};
 
 pub use file::{
-    AdminSection, AppCookieSection, BackendSection, CookieSection, FileConfig, LimitsSection,
-    TlsSection,
+    AdminSection, AppCookieSection, BackendSection, CookieSection, FileConfig, HealthSection,
+    LimitsSection, TlsSection,
 };
 pub use types::{
     AffinityMode, BackendAddr, FailurePolicy, InvalidAffinity, InvalidBackendAddr,
@@ -131,6 +131,27 @@ impl Default for Limits {
     }
 }
 
+/// Health checking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Active check path; `None`: no active checks.
+    pub path: Option<String>,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Check timeout.
+    pub timeout: Duration,
+    /// Passing checks to come up.
+    pub rise: u32,
+    /// Failing checks to go down.
+    pub fall: u32,
+    /// Expected status; `None`: any 2xx or 3xx.
+    pub expect_status: Option<u16>,
+    /// Consecutive failed responses that eject a backend (0: never).
+    pub passive_failures: u32,
+    /// Ejection time.
+    pub passive_backoff: Duration,
+}
+
 /// The admin API listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
@@ -178,6 +199,8 @@ pub struct LbConfig {
     pub tls: Option<TlsConfig>,
     /// Admin API settings.
     pub admin: AdminConfig,
+    /// Health checking.
+    pub health: HealthConfig,
 }
 
 /// Smallest `max_header_bytes` hyper can enforce.
@@ -277,6 +300,7 @@ impl LbConfig {
 
         let limits = limits_from(raw.limits)?;
 
+        let health = health_from(raw.health)?;
         let admin = AdminConfig {
             listen: match raw.admin.listen.as_deref() {
                 None => Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
@@ -315,8 +339,52 @@ impl LbConfig {
             limits,
             tls,
             admin,
+            health,
         })
     }
+}
+
+fn health_from(h: HealthSection) -> Result<HealthConfig, ConfigError> {
+    let health = HealthConfig {
+        path: h.path,
+        interval: h.interval.unwrap_or(Duration::from_secs(2)),
+        timeout: h.timeout.unwrap_or(Duration::from_secs(1)),
+        rise: h.rise.unwrap_or(2),
+        fall: h.fall.unwrap_or(3),
+        expect_status: h.expect_status,
+        passive_failures: h.passive_failures.unwrap_or(5),
+        passive_backoff: h.passive_backoff.unwrap_or(Duration::from_secs(10)),
+    };
+    if let Some(p) = &health.path
+        && (!p.starts_with('/') || p.parse::<http::uri::PathAndQuery>().is_err())
+    {
+        return Err(ConfigError::invalid(
+            "health.path",
+            format!("{p:?} must be a path starting with /"),
+        ));
+    }
+    for (field, v) in [
+        ("health.interval", health.interval),
+        ("health.timeout", health.timeout),
+    ] {
+        if v < Duration::from_millis(10) {
+            return Err(ConfigError::invalid(field, "must be at least 10ms"));
+        }
+    }
+    for (field, v) in [("health.rise", health.rise), ("health.fall", health.fall)] {
+        if v == 0 {
+            return Err(ConfigError::invalid(field, "must be at least 1"));
+        }
+    }
+    if let Some(code) = health.expect_status
+        && !(100..=599).contains(&code)
+    {
+        return Err(ConfigError::invalid(
+            "health.expect_status",
+            format!("{code} is not an HTTP status"),
+        ));
+    }
+    Ok(health)
 }
 
 fn limits_from(l: LimitsSection) -> Result<Limits, ConfigError> {

@@ -33,7 +33,8 @@ pub struct Seen {
 
 /// A real HTTP backend on an ephemeral port.
 ///
-/// Routes: `/slow?ms=N` answers after N ms; `/echo` streams the request body back; every other
+/// Routes: `/slow?ms=N` answers after N ms; `/echo` streams the request body back; `/fail` answers
+/// 500; every other
 /// path answers 200 with the backend id as body. A request without a `JSESSIONID` cookie gets one
 /// (`Set-Cookie: JSESSIONID=<id>-<n>`), like a Java app server would.
 pub struct Backend {
@@ -156,6 +157,9 @@ async fn backend_route(
                 .boxed(),
         )
     };
+    if path == "/fail" {
+        *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    }
     res.headers_mut()
         .insert("x-backend", HeaderValue::from_str(&id).unwrap());
     if !has_session {

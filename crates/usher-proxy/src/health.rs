@@ -1,0 +1,111 @@
+//! Health: active HTTP checks per backend (rise/fall thresholds) and passive ejection from what
+//! the request path sees (consecutive 5xx or timed-out responses; a refused connection ejects at
+//! once, see `Pool::mark_down`). Every state change is logged once, with its reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{Request, StatusCode, Uri, header};
+use tokio::task::JoinSet;
+use usher_balancer::BackendId;
+
+use crate::Lb;
+use crate::body::AttemptBody;
+use crate::pool::BackendSlot;
+
+/// Runs active checks until the task is dropped; returns at once when no check path is set.
+pub async fn run_checks(lb: Arc<Lb>) {
+    let Some(path) = lb.config.health.path.clone() else {
+        return;
+    };
+    let h = lb.config.health.clone();
+    let mut streaks: HashMap<BackendId, Streak> = HashMap::new();
+    let mut tick = tokio::time::interval(h.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let snap = lb.pool.snapshot();
+        let mut probes = JoinSet::new();
+        for slot in &snap.slots {
+            let (lb, slot, path) = (Arc::clone(&lb), Arc::clone(slot), path.clone());
+            probes.spawn(async move {
+                let verdict = probe(&lb, &slot, &path).await;
+                (slot, verdict)
+            });
+        }
+        while let Some(Ok((slot, verdict))) = probes.join_next().await {
+            let streak = streaks.entry(slot.id.clone()).or_default();
+            match verdict {
+                Ok(()) => {
+                    streak.ok += 1;
+                    streak.failed = 0;
+                    if streak.ok >= h.rise && slot.set_check_ok(true) {
+                        tracing::info!(backend = %slot.id, checks = streak.ok, "backend up: health checks pass");
+                    }
+                }
+                Err(reason) => {
+                    streak.failed += 1;
+                    streak.ok = 0;
+                    if streak.failed >= h.fall && slot.set_check_ok(false) {
+                        tracing::warn!(backend = %slot.id, checks = streak.failed, %reason, "backend down: health checks fail");
+                    }
+                }
+            }
+        }
+        // Forget backends that left the pool.
+        streaks.retain(|id, _| snap.index_of(id).is_some());
+    }
+}
+
+#[derive(Debug, Default)]
+struct Streak {
+    ok: u32,
+    failed: u32,
+}
+
+/// One check: `GET path` with the configured timeout and expected status.
+async fn probe(lb: &Lb, slot: &BackendSlot, path: &str) -> Result<(), String> {
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(slot.authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| format!("bad check URI: {e}"))?;
+    let req = Request::get(uri)
+        .header(header::HOST, slot.authority.as_str())
+        .header(header::USER_AGENT, "usher-health")
+        .body(AttemptBody::Empty)
+        .map_err(|e| format!("bad check request: {e}"))?;
+    let h = &lb.config.health;
+    let res = tokio::time::timeout(h.timeout, lb.client.request(req))
+        .await
+        .map_err(|_| format!("no response within {:?}", h.timeout))?
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = res.status();
+    let ok = match h.expect_status {
+        Some(code) => status.as_u16() == code,
+        None => status.is_success() || status.is_redirection(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
+    }
+}
+
+/// Feeds one response (or timeout) into passive ejection: `ok == false` for a 5xx or a timeout.
+pub fn passive(lb: &Lb, slot: &BackendSlot, ok: bool) {
+    let limit = lb.config.health.passive_failures;
+    if ok {
+        slot.passive_success();
+    } else if limit > 0 && slot.passive_failure() >= limit {
+        let reason = format!("{limit} failed responses in a row");
+        lb.pool
+            .eject(slot, lb.config.health.passive_backoff, &reason);
+    }
+}
+
+/// Whether a status counts as a failure for passive ejection.
+pub fn is_failure(status: StatusCode) -> bool {
+    status.is_server_error()
+}
