@@ -77,6 +77,15 @@ pub trait LoadView {
     fn inflight(&self, i: usize) -> u64;
 }
 
+impl<T: LoadView + ?Sized> LoadView for &T {
+    fn available(&self, i: usize) -> bool {
+        (**self).available(i)
+    }
+    fn inflight(&self, i: usize) -> u64 {
+        (**self).inflight(i)
+    }
+}
+
 /// A plain-slice view for tests and benchmarks: `(available, inflight)` per backend.
 impl LoadView for [(bool, u64)] {
     fn available(&self, i: usize) -> bool {
