@@ -108,6 +108,9 @@ mod tests {
         assert!(BackendId::new("has space").is_err());
         assert!(BackendId::new("x=y").is_err());
         assert!(BackendId::new(&"a".repeat(65)).is_err());
-        assert_eq!(BackendId::new("shop-1").map(|i| i.to_string()), Ok("shop-1".into()));
+        assert_eq!(
+            BackendId::new("shop-1").map(|i| i.to_string()),
+            Ok("shop-1".into())
+        );
     }
 }

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cookie::{Cookie, SameSite as CookieSameSite};
 use http::{HeaderMap, HeaderValue, Uri};
-use usher_balancer::{
-    BackendId, Claims, KeyRing, LearnedRoutes, LoadView, NONCE_LEN, OpenError, hash_key,
-};
+use usher_balancer::{BackendId, Claims, KeyRing, LearnedRoutes, NONCE_LEN, OpenError, hash_key};
 
 use crate::config::{AffinityMode, CookieConfig, FailurePolicy, LbConfig, SameSite};
 use crate::headers::{find_cookie, find_query};
@@ -71,6 +69,7 @@ pub struct Affinity {
     secure_listener: bool,
     learned: Option<LearnedRoutes>,
     nonces: Nonces,
+    slow_start_ms: u64,
 }
 
 impl Affinity {
@@ -86,6 +85,7 @@ impl Affinity {
             secure_listener,
             learned,
             nonces: Nonces::new(rand::random()),
+            slow_start_ms: u64::try_from(config.slow_start.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
@@ -183,7 +183,7 @@ impl Affinity {
     pub fn choose(&self, key: &Key, snap: &Snapshot, view: &impl BoundView, random: u64) -> Choice {
         let strict = self.on_failure == FailurePolicy::Strict;
         let policy = |outcome| Choice {
-            index: snap.selector.pick(view, None, random),
+            index: self.pick_new(snap, view, random),
             outcome,
         };
         match &key.binding {
@@ -218,7 +218,7 @@ impl Affinity {
                 }
             }
             Binding::Hashed(h) => {
-                let home = snap.selector.pick_hashed(&AllUp, *h);
+                let home = snap.selector.owner(*h);
                 let home_up = home.is_some_and(|i| view.serves_bound(i));
                 if !home_up && strict {
                     return Choice {
@@ -242,6 +242,23 @@ impl Affinity {
                 Choice { index, outcome }
             }
         }
+    }
+
+    /// Policy pick for a new client, with slow start: a backend in its ramp keeps the pick with
+    /// probability equal to its ramp factor, else the pick is redrawn without it (once).
+    fn pick_new(&self, snap: &Snapshot, view: &impl BoundView, random: u64) -> Option<usize> {
+        let first = snap.selector.pick(view, None, random)?;
+        let factor = snap.slots[first].ramp_factor(view.now_ms(), self.slow_start_ms);
+        // The top 53 bits of a second random value, as a uniform draw in [0, 1).
+        let draw = (random.rotate_left(29).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64
+            / (1u64 << 53) as f64;
+        if draw < factor {
+            return Some(first);
+        }
+        let others = crate::proxy::Excluding { view, skip: first };
+        snap.selector
+            .pick(&others, None, random.rotate_left(17))
+            .or(Some(first))
     }
 
     /// The `Set-Cookie` to send with a response from `backend`, if the binding must be (re)issued
@@ -351,18 +368,6 @@ impl Nonces {
         let mut out = [0u8; NONCE_LEN];
         out.copy_from_slice(&value.to_be_bytes()[16 - NONCE_LEN..]);
         out
-    }
-}
-
-/// Every backend up and idle: the view under which a hashed key's *home* backend is found.
-struct AllUp;
-
-impl LoadView for AllUp {
-    fn available(&self, _: usize) -> bool {
-        true
-    }
-    fn inflight(&self, _: usize) -> u64 {
-        0
     }
 }
 

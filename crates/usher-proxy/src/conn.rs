@@ -4,6 +4,10 @@
 //! hyper's own `header_read_timeout` starts while a keep-alive connection is merely idle, which
 //! would make the idle timeout unusable; so both timers live here: the header timer starts at the
 //! first byte of a request head, the idle timer when the last response has finished.
+//!
+//! After a `101 Switching Protocols` hyper releases the socket and the connection future ends; the
+//! connection's task then runs the tunnel (`tunnel.rs`) the request path handed over, outside these
+//! timers.
 
 use std::io;
 use std::pin::Pin;
@@ -16,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 use crate::scan::HeadScanner;
+use crate::tunnel::Tunnel;
 
 /// Shared state of one client connection.
 #[derive(Debug)]
@@ -30,6 +35,10 @@ pub struct ConnState {
     suspicious: AtomicBool,
     scanner: Mutex<HeadScanner>,
     notify: Notify,
+    /// Set when a 101 is on its way: later bytes belong to the tunnel, not to HTTP.
+    upgraded: AtomicBool,
+    /// The tunnel to run once hyper has released the socket after the 101.
+    tunnel: Mutex<Option<Tunnel>>,
 }
 
 impl ConnState {
@@ -45,6 +54,8 @@ impl ConnState {
             suspicious: AtomicBool::new(false),
             scanner: Mutex::new(HeadScanner::default()),
             notify: Notify::new(),
+            upgraded: AtomicBool::new(false),
+            tunnel: Mutex::new(None),
         })
     }
 
@@ -65,9 +76,25 @@ impl ConnState {
         self.suspicious.load(Relaxed)
     }
 
+    /// The connection switches protocols: `tunnel` runs in the connection's task after hyper has
+    /// written the 101 and handed the socket over. From now on reads start no header timer and
+    /// are not scanned.
+    pub fn hand_over_tunnel(&self, tunnel: Tunnel) {
+        self.upgraded.store(true, Relaxed);
+        *self.tunnel.lock().unwrap_or_else(|e| e.into_inner()) = Some(tunnel);
+    }
+
+    /// The tunnel handed over by the request path, if any.
+    pub fn take_tunnel(&self) -> Option<Tunnel> {
+        self.tunnel.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
     fn on_read(&self, bytes: &[u8]) {
         let now = self.now_ms();
         self.last_activity_ms.store(now, Relaxed);
+        if self.upgraded.load(Relaxed) {
+            return;
+        }
         if self.active_requests.load(Relaxed) == 0 && self.head_deadline_ms.load(Relaxed) == 0 {
             self.head_deadline_ms
                 .store(now + self.header_timeout_ms, Relaxed);
@@ -267,6 +294,19 @@ where
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn begin_graceful_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> GracefulConn for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     B: hyper::body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {

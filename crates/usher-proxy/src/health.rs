@@ -40,6 +40,7 @@ pub async fn run_checks(lb: Arc<Lb>) {
                     streak.ok += 1;
                     streak.failed = 0;
                     if streak.ok >= h.rise && slot.set_check_ok(true) {
+                        slot.start_ramp(lb.pool.now_ms());
                         tracing::info!(backend = %slot.id, checks = streak.ok, "backend up: health checks pass");
                     }
                 }

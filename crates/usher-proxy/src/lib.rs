@@ -26,6 +26,7 @@ mod scan;
 mod server;
 mod stats;
 mod tls;
+mod tunnel;
 
 use std::sync::Arc;
 

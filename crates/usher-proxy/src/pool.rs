@@ -77,8 +77,15 @@ pub struct BackendSlot {
     check_ok: AtomicBool,
     /// Consecutive failed responses (5xx, timeouts) seen by the request path.
     passive_failures: AtomicU32,
+    /// Pool-clock start of the current slow-start ramp (0: none; the initial set starts at full
+    /// weight, a backend added later or back from being down ramps up).
+    ramp_start_ms: AtomicU64,
     /// Distinct bindings (hashes of affinity tokens or keys) → last seen, pool clock.
     bound: Mutex<HashMap<u64, u64>>,
+    // --- Upgraded tunnels (WebSocket and other `Upgrade`s); see `tunnel.rs`. ---
+    /// When this backend's tunnels must close: each tunnel subscribes, drain / activate / removal
+    /// publish (so tunnels wait on a signal instead of polling the slot).
+    tunnels: tokio::sync::watch::Sender<TunnelClose>,
 }
 
 /// Most bindings remembered per backend for the `pinned_clients` estimate.
@@ -102,7 +109,9 @@ impl BackendSlot {
             health_transitions: AtomicU64::new(0),
             check_ok: AtomicBool::new(true),
             passive_failures: AtomicU32::new(0),
+            ramp_start_ms: AtomicU64::new(0),
             bound: Mutex::new(HashMap::new()),
+            tunnels: tokio::sync::watch::Sender::new(TunnelClose::Open),
         })
     }
 
@@ -129,6 +138,26 @@ impl BackendSlot {
     /// Whether active health checks currently pass.
     pub fn check_ok(&self) -> bool {
         self.check_ok.load(Relaxed)
+    }
+
+    /// Share of new clients this backend should take at `now_ms` relative to its weight:
+    /// from 0.1 at the start of a slow-start ramp to 1.0 at its end (`window_ms`). A backend back
+    /// from a passive ejection ramps from the end of its back-off.
+    pub fn ramp_factor(&self, now_ms: u64, window_ms: u64) -> f64 {
+        let start = self
+            .ramp_start_ms
+            .load(Relaxed)
+            .max(self.down_until_ms.load(Relaxed));
+        if window_ms == 0 || start == 0 || now_ms >= start.saturating_add(window_ms) {
+            return 1.0;
+        }
+        let done = now_ms.saturating_sub(start) as f64 / window_ms as f64;
+        0.1 + 0.9 * done.clamp(0.0, 1.0)
+    }
+
+    /// Starts a slow-start ramp at `now_ms`.
+    pub fn start_ramp(&self, now_ms: u64) {
+        self.ramp_start_ms.store(now_ms.max(1), Relaxed);
     }
 
     /// Records an active check verdict; returns whether it changed.
@@ -233,6 +262,75 @@ impl Drop for InflightGuard {
     }
 }
 
+// --- Upgraded tunnels: the close signal a backend's tunnels wait on. ---
+
+/// When a backend's upgraded tunnels must close. Each tunnel adds its own random jitter to the
+/// instant, so that clients do not all reconnect at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TunnelClose {
+    /// Keep them open.
+    Open,
+    /// Draining: close at the drain deadline.
+    Deadline(Instant),
+    /// Removed from the pool: close now (or at an earlier drain deadline).
+    Removed(Instant),
+}
+
+impl TunnelClose {
+    /// The instant to close at (before jitter), if any.
+    pub(crate) fn at(self) -> Option<Instant> {
+        match self {
+            Self::Open => None,
+            Self::Deadline(at) | Self::Removed(at) => Some(at),
+        }
+    }
+}
+
+impl BackendSlot {
+    /// Upgraded tunnels open to this backend now.
+    pub fn open_tunnels(&self) -> usize {
+        self.tunnels.receiver_count()
+    }
+
+    /// Subscribes a new tunnel to this backend's close signal (the current value included).
+    pub(crate) fn tunnel_close(&self) -> tokio::sync::watch::Receiver<TunnelClose> {
+        self.tunnels.subscribe()
+    }
+
+    /// A drain started (or its deadline moved): tunnels close at `deadline`. No effect once removed.
+    fn close_tunnels_at(&self, deadline: Instant) {
+        self.tunnels.send_if_modified(|c| match c {
+            TunnelClose::Removed(_) => false,
+            _ => {
+                *c = TunnelClose::Deadline(deadline);
+                true
+            }
+        });
+    }
+
+    /// The drain was called off: tunnels stay open. No effect once removed.
+    fn keep_tunnels_open(&self) {
+        self.tunnels.send_if_modified(|c| match c {
+            TunnelClose::Deadline(_) => {
+                *c = TunnelClose::Open;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// The backend left the pool: tunnels close now, or at the drain deadline if that came first.
+    fn close_tunnels_removed(&self) {
+        let now = Instant::now();
+        self.tunnels.send_if_modified(|c| {
+            let at = c.at().map_or(now, |d| d.min(now));
+            let changed = *c != TunnelClose::Removed(at);
+            *c = TunnelClose::Removed(at);
+            changed
+        });
+    }
+}
+
 /// One consistent view of the backend set.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -274,6 +372,20 @@ pub trait BoundView: LoadView {
     fn serves_bound(&self, i: usize) -> bool;
     /// Whether clients bound to `id` lost it to a drain (see [`Snapshot::lost_to_drain`]).
     fn lost_to_drain(&self, id: &BackendId) -> bool;
+    /// The pool-clock time this view was taken at.
+    fn now_ms(&self) -> u64;
+}
+
+impl<T: BoundView + ?Sized> BoundView for &T {
+    fn serves_bound(&self, i: usize) -> bool {
+        (**self).serves_bound(i)
+    }
+    fn lost_to_drain(&self, id: &BackendId) -> bool {
+        (**self).lost_to_drain(id)
+    }
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
 }
 
 /// [`LoadView`] over a snapshot at one instant: `available` means "takes new clients".
@@ -304,6 +416,9 @@ impl BoundView for View<'_> {
     }
     fn lost_to_drain(&self, id: &BackendId) -> bool {
         self.snap.lost_to_drain(id, self.now_ms)
+    }
+    fn now_ms(&self) -> u64 {
+        self.now_ms
     }
 }
 
@@ -362,10 +477,14 @@ impl Pool {
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.current.load();
         let mut slots: Vec<Arc<BackendSlot>> = old.slots.clone();
+        let mut replaced = None;
         match slots.iter().position(|s| s.id == cfg.id) {
             Some(i) if slots[i].addr == cfg.addr => slots[i].weight.store(cfg.weight, Relaxed),
-            Some(i) => slots[i] = Arc::new(BackendSlot::new(cfg)?),
-            None => slots.push(Arc::new(BackendSlot::new(cfg)?)),
+            Some(i) => {
+                let fresh = Arc::new(self.ramping(cfg)?);
+                replaced = Some(std::mem::replace(&mut slots[i], fresh));
+            }
+            None => slots.push(Arc::new(self.ramping(cfg)?)),
         }
         let mut drained = (*old.drained).clone();
         drained.remove(&cfg.id);
@@ -374,7 +493,17 @@ impl Pool {
             &self.selector_config,
             Arc::new(drained),
         )));
+        // The old address left the pool: its tunnels close like a removed backend's.
+        if let Some(old_slot) = replaced {
+            old_slot.close_tunnels_removed();
+        }
         Ok(())
+    }
+
+    fn ramping(&self, cfg: &BackendConfig) -> Result<BackendSlot, http::uri::InvalidUri> {
+        let slot = BackendSlot::new(cfg)?;
+        slot.start_ramp(self.now_ms());
+        Ok(slot)
     }
 
     /// Removes a backend at once; its bound clients re-pin on their next request.
@@ -397,11 +526,13 @@ impl Pool {
             &self.selector_config,
             Arc::new(drained),
         )));
+        removed.close_tunnels_removed();
         Ok(removed)
     }
 
     /// Ends drains that are over: a draining backend is removed once its deadline has passed or
-    /// no bound client has been seen for `idle`. Returns the ids removed.
+    /// no bound client has been seen for `idle` (and none holds an open tunnel). Returns the ids
+    /// removed.
     pub fn reap_drained(&self, idle: Duration) -> Vec<BackendId> {
         let now = self.now_ms();
         let idle = millis(idle);
@@ -412,7 +543,9 @@ impl Pool {
             .filter(|s| {
                 s.drain_deadline_ms().is_some_and(|deadline| {
                     let quiet_since = s.last_bound_ms().max(s.drain_started_ms.load(Relaxed));
-                    now >= deadline || now.saturating_sub(quiet_since) >= idle
+                    // A client with an open tunnel is still there: only the deadline ends it.
+                    now >= deadline
+                        || (now.saturating_sub(quiet_since) >= idle && s.open_tunnels() == 0)
                 })
             })
             .map(|s| s.id.clone())
@@ -430,9 +563,14 @@ impl Pool {
         let slot = self.slot(id)?;
         let now = self.now_ms();
         slot.drain_started_ms.store(now, Relaxed);
-        slot.drain_deadline_ms
-            .store(now.saturating_add(millis(deadline)), Relaxed);
+        let deadline_ms = now.saturating_add(millis(deadline));
+        slot.drain_deadline_ms.store(deadline_ms, Relaxed);
         slot.draining.store(true, Relaxed);
+        match self.epoch.checked_add(Duration::from_millis(deadline_ms)) {
+            Some(at) => slot.close_tunnels_at(at),
+            // A deadline past the clock's range never comes.
+            None => slot.keep_tunnels_open(),
+        }
         tracing::info!(backend = %id, ?deadline, "backend draining");
         Ok(())
     }
@@ -441,6 +579,7 @@ impl Pool {
     pub fn activate(&self, id: &BackendId) -> Result<(), PoolError> {
         let slot = self.slot(id)?;
         if slot.draining.swap(false, Relaxed) {
+            slot.keep_tunnels_open();
             tracing::info!(backend = %id, "backend active again");
         }
         Ok(())

@@ -16,6 +16,7 @@ use crate::conn::ConnState;
 use crate::headers::{self, Forwarding, X_REQUEST_ID};
 use crate::pool::{BackendSlot, BoundView};
 use crate::stats::Outcome;
+use crate::tunnel::{self, UpgradeRequest};
 
 /// Handles one client request. Never fails: every error becomes a clean 4xx/5xx response that
 /// names no backend.
@@ -34,7 +35,7 @@ pub async fn handle(
 
 async fn proxy(
     lb: &Lb,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
     conn: &ConnState,
 ) -> Response<ResponseBody> {
@@ -47,6 +48,8 @@ async fn proxy(
             None,
         );
     }
+    // WebSocket and other upgrades: take the client's side before the request is taken apart.
+    let mut upgrade = UpgradeRequest::take(&mut req);
     let (mut parts, body) = req.into_parts();
     let peer_trusted = lb.trusted_proxies.iter().any(|n| n.contains(&peer.ip()));
     let client = headers::client_ip(peer.ip(), &parts.headers, &lb.trusted_proxies);
@@ -59,6 +62,9 @@ async fn proxy(
         headers::strip_cookie(&mut parts.headers, name);
     }
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(u) = &upgrade {
+        u.restore_request_headers(&mut parts.headers);
+    }
     if !parts.headers.contains_key(header::HOST)
         && let Some(v) = parts
             .uri
@@ -88,8 +94,9 @@ async fn proxy(
             );
         }
     };
-    let replay_after_send =
-        is_idempotent(&parts.method) || parts.headers.contains_key("idempotency-key");
+    // An upgrade request is never replayed once sent (the backend may have switched already).
+    let replay_after_send = upgrade.is_none()
+        && (is_idempotent(&parts.method) || parts.headers.contains_key("idempotency-key"));
     let path = parts
         .uri
         .path_and_query()
@@ -144,7 +151,22 @@ async fn proxy(
             tokio::time::timeout(lb.config.limits.response_timeout, lb.client.request(up)).await;
         let failure = match sent {
             Ok(Ok(res)) => {
-                return respond(lb, res, &key, choice, slot, guard, now, at, &request_id);
+                let upgrade = Upgrade {
+                    request: upgrade.take(),
+                    conn,
+                };
+                return respond(
+                    lb,
+                    res,
+                    &key,
+                    choice,
+                    slot,
+                    guard,
+                    now,
+                    at,
+                    &request_id,
+                    upgrade,
+                );
             }
             Err(_elapsed) => {
                 crate::health::passive(lb, slot, false);
@@ -205,10 +227,16 @@ enum Failure {
     Timeout,
 }
 
+/// The client's upgrade request (if any) and its connection, for a backend's `101`.
+struct Upgrade<'a> {
+    request: Option<UpgradeRequest>,
+    conn: &'a ConnState,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn respond(
     lb: &Lb,
-    res: Response<Incoming>,
+    mut res: Response<Incoming>,
     key: &Key,
     choice: Choice,
     slot: &Arc<BackendSlot>,
@@ -216,11 +244,28 @@ fn respond(
     now: u64,
     at: Instant,
     request_id: &HeaderValue,
+    upgrade: Upgrade<'_>,
 ) -> Response<ResponseBody> {
     lb.stats.outcome(choice.outcome);
     slot.statuses.record(res.status());
     crate::health::passive(lb, slot, !crate::health::is_failure(res.status()));
+    let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && upgrade.request.is_none() {
+        tracing::debug!(backend = %slot.id, "101 to a request that asked for no upgrade");
+        return local(
+            lb,
+            StatusCode::BAD_GATEWAY,
+            "bad gateway\n",
+            Some(request_id),
+        );
+    }
+    let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut res));
     let (mut parts, body) = res.into_parts();
+    let offered = if switching {
+        tunnel::protocols(&parts.headers)
+    } else {
+        Vec::new()
+    };
     lb.affinity.learn(&parts.headers, &slot.id, at);
     headers::strip_hop_by_hop(&mut parts.headers);
     let mut identity = key.identity;
@@ -235,6 +280,12 @@ fn respond(
         parts
             .headers
             .insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
+    if let (Some(client), Some(upstream)) = (upgrade.request, upstream_upgrade) {
+        // The tunnel keeps the in-flight guard; the 101 itself has no body.
+        let tunnel = client.accept(&mut parts.headers, offered, upstream, slot, guard);
+        upgrade.conn.hand_over_tunnel(tunnel);
+        return Response::from_parts(parts, ResponseBody::local(bytes::Bytes::new()));
     }
     Response::from_parts(parts, ResponseBody::upstream(body).with_inflight(guard))
 }
@@ -283,10 +334,10 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-/// A load view with one backend taken out (the one that just failed).
-struct Excluding<V> {
-    view: V,
-    skip: usize,
+/// A load view with one backend taken out (one that just failed, or lost a slow-start draw).
+pub(crate) struct Excluding<V> {
+    pub(crate) view: V,
+    pub(crate) skip: usize,
 }
 
 impl<V: BoundView> BoundView for Excluding<V> {
@@ -295,6 +346,9 @@ impl<V: BoundView> BoundView for Excluding<V> {
     }
     fn lost_to_drain(&self, id: &usher_balancer::BackendId) -> bool {
         self.view.lost_to_drain(id)
+    }
+    fn now_ms(&self) -> u64 {
+        self.view.now_ms()
     }
 }
 

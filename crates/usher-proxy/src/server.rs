@@ -97,7 +97,7 @@ async fn connection(
 }
 
 /// Serves HTTP/1.1 on `io` (a plain or TLS stream): activity tracking, timers and graceful
-/// shutdown as described in `conn.rs`.
+/// shutdown as described in `conn.rs`; then, if a request switched protocols, its tunnel.
 async fn serve_http<T>(lb: Arc<Lb>, io: T, peer: SocketAddr, stop: watch::Receiver<bool>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -112,18 +112,28 @@ where
         let state = Arc::clone(&svc_state);
         async move { Ok::<_, Infallible>(crate::proxy::handle(&lb, req, peer, &state).await) }
     });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_header_size(limits.max_header_bytes)
-        .keep_alive(true)
-        .serve_connection(io, service);
-    tokio::pin!(conn);
-    match drive(state, conn.as_mut(), stop).await {
+    let end = {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_header_size(limits.max_header_bytes)
+            .keep_alive(true)
+            .serve_connection(io, service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        drive(Arc::clone(&state), conn.as_mut(), stop).await
+        // hyper's connection is dropped here, so a pending client upgrade resolves either way.
+    };
+    match end {
         ConnEnd::HeaderTimeout => {
             tracing::debug!(%peer, "closed: request head not received in time")
         }
         ConnEnd::Idle => tracing::trace!(%peer, "closed: idle keep-alive connection"),
         ConnEnd::Closed => {}
+    }
+    // After a 101 the socket belongs to the tunnel; it runs here, in the connection's task, so
+    // shutdown waits for it (up to the grace) and then aborts it with the other connections.
+    if let Some(tunnel) = state.take_tunnel() {
+        tunnel.await;
     }
 }

@@ -141,6 +141,7 @@ async fn a_backend_added_under_load_gets_new_clients() {
     );
     let mut cfg = config(&[&b0, &b1]);
     cfg.affinity = "cookie".parse().unwrap();
+    cfg.slow_start = Duration::ZERO; // the ramp has its own test below
     let lb = TestLb::start(cfg).await;
     let a = lb.start_admin(None).await;
     let mut pinned = Client::default();
@@ -380,6 +381,7 @@ async fn metrics_are_prometheus_text_and_match_the_requests_sent() {
     );
     let mut cfg = config(&[&b0, &b1]);
     cfg.affinity = "cookie".parse().unwrap();
+    cfg.slow_start = Duration::ZERO; // the ramp has its own test below
     let lb = TestLb::start(cfg).await;
     let a = lb.start_admin(None).await;
     let mut pinned = Client::default();
@@ -465,4 +467,50 @@ async fn a_token_protects_every_endpoint_and_exposure_needs_one() {
     assert!(usher_proxy::check_admin_bind(public, Some("")).is_err());
     assert!(usher_proxy::check_admin_bind(public, Some("t")).is_ok());
     assert!(usher_proxy::check_admin_bind("127.0.0.1:0".parse().unwrap(), None).is_ok());
+}
+
+#[tokio::test]
+async fn an_added_backend_ramps_up_its_share_of_new_clients() {
+    let bs = [
+        Backend::start("shop-0").await,
+        Backend::start("shop-1").await,
+        Backend::start("shop-2").await,
+    ];
+    let b3 = Backend::start("shop-3").await;
+    let mut cfg = config(&[&bs[0], &bs[1], &bs[2]]);
+    cfg.affinity = "cookie".parse().unwrap();
+    cfg.slow_start = Duration::from_secs(2);
+    let lb = TestLb::start(cfg).await;
+    let a = lb.start_admin(None).await;
+    let mut c = Client::default();
+    let body = format!("{{\"addr\": \"{}\"}}", b3.addr);
+    assert_eq!(
+        admin(&mut c, a, Method::PUT, "/backends/shop-3", &body)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let share = |n: usize| {
+        let lb = &lb;
+        async move {
+            let mut on_new = 0;
+            for _ in 0..n {
+                on_new +=
+                    usize::from(Client::default().get(&lb.url("/")).await.backend() == "shop-3");
+            }
+            on_new
+        }
+    };
+    // At first ~10 % of its fair quarter; after the window, exactly its quarter (round robin).
+    let early = share(200).await;
+    assert!(early < 20, "{early} of 200 right after the add");
+    assert!(
+        support::eventually(Duration::from_secs(5), || {
+            let snap = lb.lb.pool().snapshot();
+            snap.slots[3].ramp_factor(lb.lb.pool().now_ms(), 2000) >= 1.0
+        })
+        .await
+    );
+    let late = share(200).await;
+    assert_eq!(late, 50, "a full quarter after the ramp");
 }

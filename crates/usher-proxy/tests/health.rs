@@ -27,6 +27,7 @@ async fn active_checks_take_a_dead_backend_down_within_fall_intervals_and_up_aft
     cfg.health.timeout = Duration::from_millis(200);
     cfg.health.rise = 2;
     cfg.health.fall = 3;
+    cfg.slow_start = Duration::ZERO; // the recovered backend's share is checked at once below
     let lb = TestLb::start(cfg).await;
     assert!(
         support::eventually(Duration::from_secs(2), || b1

@@ -31,9 +31,9 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use aes_gcm::{Aes256Gcm, KeyInit as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use aes_gcm::{Aes256Gcm, KeyInit as _};
 use zeroize::Zeroizing;
 
 /// Length of a sealing key in bytes (256 bits).

@@ -54,9 +54,9 @@
 //! Changing anything above is a new version byte, never a silent edit: tokens already in browsers
 //! must keep opening (a known-answer test pins version 1).
 
+use aes_gcm::AeadInPlace as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use aes_gcm::AeadInPlace as _;
 
 pub use super::keyring::{AffinityKey, KeyFileError, KeyRing, KeyRingError};
 use crate::backend::BackendId;

@@ -26,6 +26,10 @@ pub struct FileConfig {
     pub policy: Option<Policy>,
     /// Bounded-load factor `c` for consistent hashing (≥ 1.0).
     pub balance_factor: Option<f64>,
+    /// A new or recovered backend's share of new clients ramps from ~10 % to 100 % over this
+    /// (default `30s`; `0s` turns slow start off).
+    #[serde(default, with = "humantime_serde")]
+    pub slow_start: Option<Duration>,
     /// Affinity mode: `none`, `cookie`, `source-ip`, `header:NAME`, `query:NAME`, `app-cookie:NAME`.
     pub affinity: Option<AffinityMode>,
     /// What to do when a pinned backend is unavailable: `repin` or `strict`.
@@ -45,6 +49,8 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     /// TLS termination; without it the listener speaks plain HTTP.
     pub tls: Option<TlsSection>,
+    /// One log line per request (target `usher::access`; JSON with `--log-format json`).
+    pub access_log: Option<bool>,
     /// The admin API listener.
     #[serde(default)]
     pub admin: AdminSection,

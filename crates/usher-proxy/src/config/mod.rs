@@ -181,6 +181,10 @@ pub struct LbConfig {
     pub policy: Policy,
     /// Bounded-load factor for hashing.
     pub balance_factor: f64,
+    /// Slow-start window for new and recovered backends (zero: off).
+    pub slow_start: Duration,
+    /// Log one line per request.
+    pub access_log: bool,
     /// Affinity mode.
     pub affinity: AffinityMode,
     /// Failover policy.
@@ -330,6 +334,8 @@ impl LbConfig {
             backends,
             policy: raw.policy.unwrap_or_default(),
             balance_factor,
+            slow_start: raw.slow_start.unwrap_or(Duration::from_secs(30)),
+            access_log: raw.access_log.unwrap_or(false),
             affinity: raw.affinity.unwrap_or_default(),
             on_failure: raw.on_failure.unwrap_or_default(),
             key_file: raw.key_file,

@@ -34,8 +34,8 @@ pub struct Seen {
 /// A real HTTP backend on an ephemeral port.
 ///
 /// Routes: `/slow?ms=N` answers after N ms; `/echo` streams the request body back; `/fail` answers
-/// 500; every other
-/// path answers 200 with the backend id as body. A request without a `JSESSIONID` cookie gets one
+/// 500; `/ws` with a WebSocket handshake answers 101 and echoes every text and binary message;
+/// every other path answers 200 with the backend id as body. A request without a `JSESSIONID` cookie gets one
 /// (`Set-Cookie: JSESSIONID=<id>-<n>`), like a Java app server would.
 pub struct Backend {
     pub id: String,
@@ -66,18 +66,29 @@ impl Backend {
         let task = tokio::spawn(async move {
             // Dropping this set (when the task is aborted) aborts every connection: a dead process.
             let mut conns = JoinSet::new();
+            // Likewise for WebSocket sessions (held here and by live connections only).
+            let websockets: WebSockets = Arc::default();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let (id, seen, sessions) =
                     (id_owned.clone(), Arc::clone(&seen2), Arc::clone(&sessions));
+                let websockets = Arc::clone(&websockets);
                 conns.spawn(async move {
                     let svc = service_fn(move |req| {
-                        backend_route(id.clone(), Arc::clone(&seen), Arc::clone(&sessions), req)
+                        let ws = Arc::clone(&websockets);
+                        backend_route(
+                            id.clone(),
+                            Arc::clone(&seen),
+                            Arc::clone(&sessions),
+                            ws,
+                            req,
+                        )
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
                         .await;
                 });
                 while conns.try_join_next().is_some() {}
@@ -122,10 +133,14 @@ impl Drop for Backend {
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
+/// A backend's running WebSocket echo sessions.
+type WebSockets = Arc<Mutex<JoinSet<()>>>;
+
 async fn backend_route(
     id: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     sessions: Arc<AtomicU64>,
+    websockets: WebSockets,
     req: Request<Incoming>,
 ) -> Result<Response<BoxBody>, Infallible> {
     seen.lock().unwrap().push(Seen {
@@ -139,7 +154,9 @@ async fn backend_route(
         .iter()
         .any(|v| v.to_str().unwrap_or("").contains("JSESSIONID="));
     let path = req.uri().path().to_owned();
-    let mut res = if path == "/echo" {
+    let mut res = if path == "/ws" && req.headers().contains_key("sec-websocket-key") {
+        websocket_echo(req, &websockets)
+    } else if path == "/echo" {
         Response::new(req.into_body().boxed())
     } else {
         if path == "/slow" {
@@ -169,6 +186,46 @@ async fn backend_route(
             .insert(http::header::SET_COOKIE, HeaderValue::from_str(&v).unwrap());
     }
     Ok(res)
+}
+
+/// Answers a WebSocket handshake with 101 and, once upgraded, echoes every text and binary
+/// message until the peer closes.
+fn websocket_echo(mut req: Request<Incoming>, websockets: &WebSockets) -> Response<BoxBody> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let key = req.headers().get("sec-websocket-key").unwrap().as_bytes();
+    let accept = derive_accept_key(key);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let mut set = websockets.lock().unwrap();
+    while set.try_join_next().is_some() {}
+    set.spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut res = Response::new(Full::default().map_err(|n| match n {}).boxed());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
+    h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        "sec-websocket-accept",
+        HeaderValue::from_str(&accept).unwrap(),
+    );
+    res
 }
 
 /// A fixed key ring, so tests can seal and open cookies the load balancer accepts.

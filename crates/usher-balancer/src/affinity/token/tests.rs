@@ -69,7 +69,8 @@ fn known_answer() {
 
 /// Cross-checked against an independent implementation (Python `cryptography`'s AESGCM with key
 /// `0x42 * 32`, nonce `0x24 * 12`, associated data = the 5 header bytes).
-const KNOWN_TOKEN: &str = "AQECAwQkJCQkJCQkJCQkJCQS4qwumev3DCboIqrYYWKmbPszcNP4qGWwpMxaM5Clk-8OPCoM4-C3uPkrsuMjv48";
+const KNOWN_TOKEN: &str =
+    "AQECAwQkJCQkJCQkJCQkJCQS4qwumev3DCboIqrYYWKmbPszcNP4qGWwpMxaM5Clk-8OPCoM4-C3uPkrsuMjv48";
 
 #[test]
 fn expiry_idle_and_absolute_with_exact_boundaries() {
