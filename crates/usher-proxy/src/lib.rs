@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 mod admin;
 mod affinity;
 mod body;

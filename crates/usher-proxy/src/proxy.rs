@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use usher_balancer::LoadView;
 
 use crate::Lb;
+use crate::access::{self, Served};
 use crate::affinity::{Choice, Key, unix_now};
 use crate::body::{RequestBody, ResponseBody};
 use crate::conn::ConnState;
@@ -28,8 +29,29 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let activity = conn.request_started();
     let started = Instant::now();
+    // Kept for the access log only when it is on (the request is consumed below).
+    let logged = lb
+        .config
+        .access_log
+        .then(|| (req.method().clone(), req.uri().clone()));
     let (parts, body) = proxy(lb, req, peer, conn).await.into_parts();
-    lb.stats.latency.observe(started.elapsed());
+    let total = started.elapsed();
+    lb.stats.latency.observe(total);
+    if let Some((method, uri)) = logged {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let id = parts
+            .headers
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok());
+        access::log(
+            &method,
+            path,
+            parts.status,
+            parts.extensions.get::<Served>(),
+            total,
+            id,
+        );
+    }
     Response::from_parts(parts, body.with_activity(activity))
 }
 
@@ -147,15 +169,21 @@ async fn proxy(
         *up.headers_mut() = parts.headers.clone();
 
         let guard = slot.begin();
+        let sent_at = Instant::now();
         let sent =
             tokio::time::timeout(lb.config.limits.response_timeout, lb.client.request(up)).await;
         let failure = match sent {
             Ok(Ok(res)) => {
+                let served = Served {
+                    backend: Some(slot.id.clone()),
+                    outcome: choice.outcome,
+                    upstream: Some(sent_at.elapsed()),
+                };
                 let upgrade = Upgrade {
                     request: upgrade.take(),
                     conn,
                 };
-                return respond(
+                let mut res = respond(
                     lb,
                     res,
                     &key,
@@ -167,6 +195,8 @@ async fn proxy(
                     &request_id,
                     upgrade,
                 );
+                res.extensions_mut().insert(served);
+                return res;
             }
             Err(_elapsed) => {
                 crate::health::passive(lb, slot, false);
@@ -194,7 +224,13 @@ async fn proxy(
                 Failure::Timeout => (StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n"),
                 _ => (StatusCode::BAD_GATEWAY, "bad gateway\n"),
             };
-            return local(lb, status, text, Some(&request_id));
+            let mut res = local(lb, status, text, Some(&request_id));
+            res.extensions_mut().insert(Served {
+                backend: Some(slot.id.clone()),
+                outcome: choice.outcome,
+                upstream: None,
+            });
+            return res;
         }
         retried = true;
         lb.stats.retry();
@@ -302,6 +338,11 @@ fn refuse(lb: &Lb, outcome: Outcome, request_id: &HeaderValue) -> Response<Respo
     let secs = lb.config.limits.down_backoff.as_secs().max(1);
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    res.extensions_mut().insert(Served {
+        backend: None,
+        outcome,
+        upstream: None,
+    });
     res
 }
 

@@ -106,6 +106,10 @@ struct RunArgs {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Log one line per request (method, path, status, backend, affinity outcome, durations) on
+    /// stderr, target `usher::access`; JSON with `--log-format json`.
+    #[arg(long)]
+    access_log: bool,
     /// Admin API address, or "off" [default: 127.0.0.1:8081]. A non-loopback address needs a
     /// token (--admin-token-file or the USHER_ADMIN_TOKEN variable).
     #[arg(long, value_name = "ADDR|off", env = "USHER_ADMIN_LISTEN")]
@@ -199,6 +203,9 @@ fn config_from(args: RunArgs) -> anyhow::Result<LbConfig> {
     set(&mut l.idle_timeout, args.idle_timeout);
     set(&mut l.shutdown_grace, args.shutdown_grace);
     // clap makes the two flags go together; they replace a file's [tls] section.
+    if args.access_log {
+        raw.access_log = Some(true);
+    }
     set(&mut raw.admin.listen, args.admin_listen);
     set(&mut raw.admin.token_file, args.admin_token_file);
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {

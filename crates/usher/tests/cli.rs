@@ -73,6 +73,7 @@ impl Running {
     /// The address from the "usher lb ready" line.
     fn listen_addr(&mut self) -> String {
         let line = self.wait_for("usher lb ready");
+        assert!(line.contains("listen="), "text log format expected: {line}");
         let start = line.find("listen=").unwrap() + "listen=".len();
         line[start..].split_whitespace().next().unwrap().to_owned()
     }
@@ -274,4 +275,38 @@ fn help_documents_every_mode() {
     ] {
         assert!(help.contains(needle), "{needle} missing from --help");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_are_json_with_the_decision() {
+    let b0 = Backend::start("shop-0").await;
+    let backend = format!("shop-0={}", b0.addr);
+    let mut lb = Running::start(&[
+        "--log-format",
+        "json",
+        "lb",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        &backend,
+        "--affinity",
+        "cookie",
+        "--access-log",
+    ]);
+    let line = lb.wait_for("usher lb ready");
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = ready["fields"]["listen"].as_str().unwrap().to_owned();
+    let mut c = Client::default();
+    c.get(&format!("http://{addr}/cart?x=1")).await;
+    let line = lb.wait_for("\"target\":\"usher::access\"");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let f = &v["fields"];
+    assert_eq!(f["method"], "GET");
+    assert_eq!(f["path"], "/cart?x=1");
+    assert_eq!(f["status"], 200);
+    assert_eq!(f["backend"], "shop-0");
+    assert_eq!(f["affinity"], "new");
+    assert!(f["total_ms"].as_f64().unwrap() >= 0.0);
+    assert!(f["upstream_ms"].as_f64().is_some());
+    assert_eq!(f["request_id"].as_str().unwrap().len(), 32);
 }
