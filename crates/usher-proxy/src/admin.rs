@@ -77,6 +77,7 @@ fn router(state: AdminState) -> Router {
         .route("/backends/{id}/drain", post(drain_backend))
         .route("/backends/{id}/activate", post(activate_backend))
         .route("/affinity/explain", post(explain))
+        .route("/reload", post(reload))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
@@ -147,7 +148,7 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError>
 
 async fn list_backends(State(s): State<AdminState>) -> Response {
     let now = s.lb.pool.now_ms();
-    let window = millis(s.lb.config.cookie.idle_timeout);
+    let window = millis(s.lb.config().cookie.idle_timeout);
     let list: Vec<_> =
         s.lb.pool
             .snapshot()
@@ -274,7 +275,7 @@ async fn explain(State(s): State<AdminState>, body: Bytes) -> ApiResult {
             "expires_at": c.expires_at,
         })
     };
-    let out = match s.lb.affinity.explain(token, unix_now()) {
+    let out = match s.lb.live().affinity.explain(token, unix_now()) {
         Ok((claims, key_id)) => {
             let mut v = view(&claims);
             v["valid"] = json!(true);
@@ -290,6 +291,28 @@ async fn explain(State(s): State<AdminState>, body: Bytes) -> ApiResult {
         Err(e) => json!({ "valid": false, "reason": e.to_string() }),
     };
     Ok(axum::Json(out).into_response())
+}
+
+async fn reload(State(s): State<AdminState>) -> ApiResult {
+    // Reading files is blocking work: keep it off the async workers.
+    let lb = Arc::clone(&s.lb);
+    let result = tokio::task::spawn_blocking(move || lb.reload_from_source())
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload task: {e}"),
+            )
+        })?;
+    match result {
+        Ok(warnings) => {
+            Ok(axum::Json(json!({ "reloaded": true, "warnings": warnings })).into_response())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed; the previous configuration stays in force");
+            Err(ApiError(StatusCode::BAD_REQUEST, e))
+        }
+    }
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {

@@ -8,6 +8,7 @@
 //! unless the idle expiry needs refreshing; the cookie is always stripped before forwarding.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,16 +68,21 @@ pub struct Affinity {
     keys: KeyRing,
     cookie: CookieConfig,
     secure_listener: bool,
-    learned: Option<LearnedRoutes>,
+    learned: Option<Arc<LearnedRoutes>>,
     nonces: Nonces,
     slow_start_ms: u64,
+    app_cookie: crate::config::AppCookieConfig,
 }
 
 impl Affinity {
     /// Affinity for `config`, sealing with `keys`.
     pub fn new(config: &LbConfig, keys: KeyRing, secure_listener: bool) -> Self {
-        let learned = matches!(config.affinity, AffinityMode::AppCookie(_))
-            .then(|| LearnedRoutes::new(config.app_cookie.capacity, config.app_cookie.ttl));
+        let learned = matches!(config.affinity, AffinityMode::AppCookie(_)).then(|| {
+            Arc::new(LearnedRoutes::new(
+                config.app_cookie.capacity,
+                config.app_cookie.ttl,
+            ))
+        });
         Self {
             mode: config.affinity.clone(),
             on_failure: config.on_failure,
@@ -85,6 +91,7 @@ impl Affinity {
             secure_listener,
             learned,
             nonces: Nonces::new(rand::random()),
+            app_cookie: config.app_cookie.clone(),
             slow_start_ms: u64::try_from(config.slow_start.as_millis()).unwrap_or(u64::MAX),
         }
     }
@@ -320,6 +327,18 @@ impl Affinity {
                 i64::try_from(max_age).unwrap_or(i64::MAX),
             ));
         HeaderValue::from_str(&c.to_string()).ok()
+    }
+
+    /// The key ring (for a reload to extend).
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Keeps the routes `previous` learned when the app-cookie settings did not change.
+    pub fn adopt_learned(&mut self, previous: &Affinity) {
+        if self.mode == previous.mode && self.app_cookie == previous.app_cookie {
+            self.learned.clone_from(&previous.learned);
+        }
     }
 
     /// Opens a cookie token the way requests are checked (for the admin API's `explain`).

@@ -14,16 +14,17 @@ use crate::body::AttemptBody;
 use crate::pool::BackendSlot;
 
 /// Runs active checks until the task is dropped; returns at once when no check path is set.
+/// Runs active checks until the task is dropped. Settings are re-read every round, so a reload
+/// can turn checks on, off or change them.
 pub async fn run_checks(lb: Arc<Lb>) {
-    let Some(path) = lb.config.health.path.clone() else {
-        return;
-    };
-    let h = lb.config.health.clone();
     let mut streaks: HashMap<BackendId, Streak> = HashMap::new();
-    let mut tick = tokio::time::interval(h.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let h = lb.config().health.clone();
+        tokio::time::sleep(h.interval).await;
+        let Some(path) = h.path.clone() else {
+            streaks.clear();
+            continue;
+        };
         let snap = lb.pool.snapshot();
         let mut probes = JoinSet::new();
         for slot in &snap.slots {
@@ -77,8 +78,9 @@ async fn probe(lb: &Lb, slot: &BackendSlot, path: &str) -> Result<(), String> {
         .header(header::USER_AGENT, "usher-health")
         .body(AttemptBody::Empty)
         .map_err(|e| format!("bad check request: {e}"))?;
-    let h = &lb.config.health;
-    let res = tokio::time::timeout(h.timeout, lb.client.request(req))
+    let live = lb.live();
+    let h = &live.config.health;
+    let res = tokio::time::timeout(h.timeout, live.client.request(req))
         .await
         .map_err(|_| format!("no response within {:?}", h.timeout))?
         .map_err(|e| format!("request failed: {e}"))?;
@@ -96,13 +98,14 @@ async fn probe(lb: &Lb, slot: &BackendSlot, path: &str) -> Result<(), String> {
 
 /// Feeds one response (or timeout) into passive ejection: `ok == false` for a 5xx or a timeout.
 pub fn passive(lb: &Lb, slot: &BackendSlot, ok: bool) {
-    let limit = lb.config.health.passive_failures;
+    let live = lb.live.load();
+    let limit = live.config.health.passive_failures;
     if ok {
         slot.passive_success();
     } else if limit > 0 && slot.passive_failure() >= limit {
         let reason = format!("{limit} failed responses in a row");
         lb.pool
-            .eject(slot, lb.config.health.passive_backoff, &reason);
+            .eject(slot, live.config.health.passive_backoff, &reason);
     }
 }
 

@@ -20,6 +20,7 @@ mod conn;
 mod headers;
 mod health;
 mod keys;
+mod live;
 mod metrics;
 mod pool;
 mod proxy;
@@ -29,13 +30,12 @@ mod stats;
 mod tls;
 mod tunnel;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use ipnet::IpNet;
+use arc_swap::ArcSwap;
 use usher_balancer::{KeyRing, SelectorConfig};
+
+use live::Live;
 
 pub use admin::{AdminError, check_admin_bind, serve_admin};
 pub use config::{
@@ -57,22 +57,40 @@ pub enum LbError {
     /// A backend address cannot be used as an upstream authority.
     #[error("backend address cannot be used: {0}")]
     BackendAddr(#[from] http::uri::InvalidUri),
+    /// The backend set could not be applied.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
     /// The TLS certificate or key could not be loaded (the message names the file).
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A reload's key file could not be used.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// A reload asked for something that needs a restart.
+    #[error("{0}")]
+    NeedsRestart(String),
 }
 
-/// One load balancer: configuration, backend pool, affinity, upstream client and counters.
-#[derive(Debug)]
+/// One load balancer: backend pool, counters, and the reloadable rest ([`Live`]).
 pub struct Lb {
-    config: LbConfig,
+    live: ArcSwap<Live>,
     pool: Pool,
-    affinity: affinity::Affinity,
     stats: Stats,
-    client: Client<HttpConnector, body::AttemptBody>,
-    trusted_proxies: Vec<IpNet>,
-    scheme: &'static str,
-    tls: Option<tls::Terminator>,
+    /// Re-reads the configuration for `POST /reload` (set by whoever knows its source).
+    reloader: OnceLock<Reloader>,
+}
+
+/// Produces a fresh configuration for a reload (re-reading files and flags).
+pub type Reloader = Box<dyn Fn() -> Result<LbConfig, String> + Send + Sync>;
+
+impl std::fmt::Debug for Lb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lb")
+            .field("live", &self.live)
+            .field("pool", &self.pool)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Lb {
@@ -80,7 +98,6 @@ impl Lb {
     /// reads the certificate and key now (a bad file is an [`LbError::Tls`]) and [`serve`]
     /// terminates TLS: forwarded proto `https`, affinity cookies `Secure`.
     pub fn new(config: LbConfig, keys: KeyRing) -> Result<Arc<Self>, LbError> {
-        let tls = config.tls.as_ref().map(tls::Terminator::new).transpose()?;
         let pool = Pool::new(
             &config.backends,
             SelectorConfig {
@@ -88,36 +105,68 @@ impl Lb {
                 balance_factor: config.balance_factor,
             },
         )?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.limits.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        let affinity = affinity::Affinity::new(&config, keys, tls.is_some());
+        let live = Live::new(config, keys, None)?;
         Ok(Arc::new(Self {
-            trusted_proxies: config.trusted_proxies.clone(),
+            live: ArcSwap::from_pointee(live),
             pool,
-            affinity,
             stats: Stats::default(),
-            client,
-            scheme: if tls.is_some() { "https" } else { "http" },
-            tls,
-            config,
+            reloader: OnceLock::new(),
         }))
     }
 
+    /// The reloadable state in force (configuration, affinity, upstream client, TLS). A request
+    /// holds on to the one it started with, so a reload never changes a request midway.
+    pub(crate) fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
     /// The configuration in force.
-    pub fn config(&self) -> &LbConfig {
-        &self.config
+    pub fn config(&self) -> Arc<LbConfig> {
+        Arc::clone(&self.live.load().config)
     }
 
     /// Whether the listener terminates TLS.
     pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        self.live.load().tls.is_some()
+    }
+
+    /// Installs the function `POST /reload` uses to re-read the configuration (once).
+    pub fn set_reloader(&self, reloader: Reloader) {
+        let _ = self.reloader.set(reloader);
+    }
+
+    /// Re-reads the configuration with the installed reloader and applies it.
+    pub fn reload_from_source(&self) -> Result<Vec<String>, String> {
+        let reloader = self
+            .reloader
+            .get()
+            .ok_or("no configuration source to reload from")?;
+        let config = reloader()?;
+        self.reload(config).map_err(|e| e.to_string())
+    }
+
+    /// Applies a new configuration without dropping anything in flight: backends (added ones
+    /// ramp up, missing ones are removed and their clients re-pin), policy, limits for new
+    /// requests and connections, affinity settings, cookie keys (keys no longer in the file stay
+    /// accepted for opening until the next restart) and TLS files. On error nothing changes.
+    /// Returns warnings for settings that need a restart (listen and admin addresses, TLS on/off).
+    pub fn reload(&self, config: LbConfig) -> Result<Vec<String>, LbError> {
+        let old = self.live();
+        let (live, warnings) = old.successor(config)?;
+        let selector = SelectorConfig {
+            policy: live.config.policy,
+            balance_factor: live.config.balance_factor,
+        };
+        self.pool.reconfigure(&live.config.backends, selector)?;
+        self.live.store(Arc::new(live));
+        for w in &warnings {
+            tracing::warn!("reload: {w}");
+        }
+        tracing::info!(
+            backends = self.pool.snapshot().slots.len(),
+            "configuration reloaded"
+        );
+        Ok(warnings)
     }
 
     /// Request counters.

@@ -439,7 +439,7 @@ pub struct Pool {
     current: ArcSwap<Snapshot>,
     /// Serializes writers; readers never take it.
     write: Mutex<()>,
-    selector_config: SelectorConfig,
+    selector_config: Mutex<SelectorConfig>,
     epoch: Instant,
 }
 
@@ -456,7 +456,7 @@ impl Pool {
         Ok(Self {
             current: ArcSwap::from_pointee(build(slots, &selector_config, Arc::default())),
             write: Mutex::new(()),
-            selector_config,
+            selector_config: Mutex::new(selector_config),
             epoch: Instant::now(),
         })
     }
@@ -490,7 +490,10 @@ impl Pool {
         drained.remove(&cfg.id);
         self.current.store(Arc::new(build(
             slots,
-            &self.selector_config,
+            &self
+                .selector_config
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
             Arc::new(drained),
         )));
         // The old address left the pool: its tunnels close like a removed backend's.
@@ -504,6 +507,55 @@ impl Pool {
         let slot = BackendSlot::new(cfg)?;
         slot.start_ramp(self.now_ms());
         Ok(slot)
+    }
+
+    /// Applies a whole new backend list and selector settings (a reload) in one snapshot:
+    /// backends that stay keep their slots (counters, drains, tunnels), new ones (or new
+    /// addresses) ramp up, missing ones are removed and their tunnels closed.
+    pub fn reconfigure(
+        &self,
+        backends: &[BackendConfig],
+        selector_config: SelectorConfig,
+    ) -> Result<(), PoolError> {
+        let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current.load();
+        let mut drained = (*old.drained).clone();
+        let mut retired = Vec::new();
+        let mut slots = Vec::with_capacity(backends.len());
+        for cfg in backends {
+            drained.remove(&cfg.id);
+            let current = old.index_of(&cfg.id).map(|i| &old.slots[i]);
+            match current {
+                Some(slot) if slot.addr == cfg.addr => {
+                    slot.weight.store(cfg.weight, Relaxed);
+                    slots.push(Arc::clone(slot));
+                }
+                Some(slot) => {
+                    retired.push(Arc::clone(slot));
+                    slots.push(Arc::new(self.ramping(cfg)?));
+                }
+                None => slots.push(Arc::new(self.ramping(cfg)?)),
+            }
+        }
+        for slot in &old.slots {
+            if !backends.iter().any(|b| b.id == slot.id) {
+                if slot.draining.load(Relaxed) {
+                    drained.insert(slot.id.clone());
+                }
+                retired.push(Arc::clone(slot));
+            }
+        }
+        let mut config = self
+            .selector_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *config = selector_config;
+        self.current
+            .store(Arc::new(build(slots, &config, Arc::new(drained))));
+        for slot in retired {
+            slot.close_tunnels_removed();
+        }
+        Ok(())
     }
 
     /// Removes a backend at once; its bound clients re-pin on their next request.
@@ -523,7 +575,10 @@ impl Pool {
         }
         self.current.store(Arc::new(build(
             slots,
-            &self.selector_config,
+            &self
+                .selector_config
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
             Arc::new(drained),
         )));
         removed.close_tunnels_removed();

@@ -31,6 +31,8 @@ pub async fn handle(
     let started = Instant::now();
     // Kept for the access log only when it is on (the request is consumed below).
     let logged = lb
+        .live
+        .load()
         .config
         .access_log
         .then(|| (req.method().clone(), req.uri().clone()));
@@ -61,6 +63,7 @@ async fn proxy(
     peer: SocketAddr,
     conn: &ConnState,
 ) -> Response<ResponseBody> {
+    let live = lb.live();
     // A head that carried both Content-Length and Transfer-Encoding is a smuggling attempt.
     if req.headers().contains_key(header::TRANSFER_ENCODING) && conn.saw_conflicting_framing() {
         return local(
@@ -73,14 +76,18 @@ async fn proxy(
     // WebSocket and other upgrades: take the client's side before the request is taken apart.
     let mut upgrade = UpgradeRequest::take(&mut req);
     let (mut parts, body) = req.into_parts();
-    let peer_trusted = lb.trusted_proxies.iter().any(|n| n.contains(&peer.ip()));
-    let client = headers::client_ip(peer.ip(), &parts.headers, &lb.trusted_proxies);
+    let peer_trusted = live
+        .config
+        .trusted_proxies
+        .iter()
+        .any(|n| n.contains(&peer.ip()));
+    let client = headers::client_ip(peer.ip(), &parts.headers, &live.config.trusted_proxies);
     let (now, at) = (unix_now(), Instant::now());
-    let key = lb
+    let key = live
         .affinity
         .read(&parts.headers, &parts.uri, client, now, at);
 
-    if let Some(name) = lb.affinity.own_cookie() {
+    if let Some(name) = live.affinity.own_cookie() {
         headers::strip_cookie(&mut parts.headers, name);
     }
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -100,12 +107,12 @@ async fn proxy(
         Forwarding {
             peer: peer.ip(),
             peer_trusted,
-            proto: lb.scheme,
+            proto: live.scheme(),
         },
     );
     let request_id = headers::ensure_request_id(&mut parts.headers, rand::random());
 
-    let body = match RequestBody::from_incoming(body, lb.config.limits.retry_buffer_bytes).await {
+    let body = match RequestBody::from_incoming(body, live.config.limits.retry_buffer_bytes).await {
         Ok(b) => b,
         Err(_) => {
             return local(
@@ -126,9 +133,9 @@ async fn proxy(
         .to_owned();
 
     let snap = lb.pool.snapshot();
-    let mut choice = lb
-        .affinity
-        .choose(&key, &snap, &snap.view(lb.pool.now_ms()), rand::random());
+    let mut choice =
+        live.affinity
+            .choose(&key, &snap, &snap.view(lb.pool.now_ms()), rand::random());
     let mut retried = false;
     loop {
         let Some(index) = choice.index else {
@@ -171,7 +178,8 @@ async fn proxy(
         let guard = slot.begin();
         let sent_at = Instant::now();
         let sent =
-            tokio::time::timeout(lb.config.limits.response_timeout, lb.client.request(up)).await;
+            tokio::time::timeout(live.config.limits.response_timeout, live.client.request(up))
+                .await;
         let failure = match sent {
             Ok(Ok(res)) => {
                 let served = Served {
@@ -203,7 +211,7 @@ async fn proxy(
                 Failure::Timeout
             }
             Ok(Err(e)) if e.is_connect() => {
-                lb.pool.mark_down(slot, lb.config.limits.down_backoff);
+                lb.pool.mark_down(slot, live.config.limits.down_backoff);
                 Failure::Connect
             }
             Ok(Err(e)) => {
@@ -238,7 +246,7 @@ async fn proxy(
             view: snap.view(lb.pool.now_ms()),
             skip: index,
         };
-        let again = lb.affinity.choose(&key, &snap, &view, rand::random());
+        let again = live.affinity.choose(&key, &snap, &view, rand::random());
         // A client that was on its bound backend has now been moved (or refused, if strict).
         choice = match (choice.outcome, again.outcome) {
             (Outcome::Hit, Outcome::Hit) => Choice {
@@ -302,10 +310,15 @@ fn respond(
     } else {
         Vec::new()
     };
-    lb.affinity.learn(&parts.headers, &slot.id, at);
+    lb.live.load().affinity.learn(&parts.headers, &slot.id, at);
     headers::strip_hop_by_hop(&mut parts.headers);
     let mut identity = key.identity;
-    if let Some(cookie) = lb.affinity.set_cookie(key, choice.outcome, &slot.id, now) {
+    if let Some(cookie) = lb
+        .live
+        .load()
+        .affinity
+        .set_cookie(key, choice.outcome, &slot.id, now)
+    {
         identity = Some(usher_balancer::hash_key(cookie.as_bytes()));
         parts.headers.append(header::SET_COOKIE, cookie);
     }
@@ -335,7 +348,7 @@ fn refuse(lb: &Lb, outcome: Outcome, request_id: &HeaderValue) -> Response<Respo
         "service unavailable\n",
         Some(request_id),
     );
-    let secs = lb.config.limits.down_backoff.as_secs().max(1);
+    let secs = lb.live.load().config.limits.down_backoff.as_secs().max(1);
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     res.extensions_mut().insert(Served {

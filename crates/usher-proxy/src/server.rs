@@ -33,7 +33,7 @@ pub async fn serve(listener: TcpListener, lb: Arc<Lb>, shutdown: impl Future<Out
         tokio::select! {
             () = &mut shutdown => break,
             _ = housekeeping.tick() => {
-                lb.pool.reap_drained(lb.config.cookie.idle_timeout);
+                lb.pool.reap_drained(lb.live.load().config.cookie.idle_timeout);
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -56,7 +56,7 @@ pub async fn serve(listener: TcpListener, lb: Arc<Lb>, shutdown: impl Future<Out
         "shutting down: no longer accepting"
     );
     let _ = stop_tx.send(true);
-    let grace = lb.config.limits.shutdown_grace;
+    let grace = lb.live.load().config.limits.shutdown_grace;
     let drained =
         tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -79,10 +79,11 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let Some(tls) = &lb.tls else {
+    // Cloned out so the connection does not pin this configuration generation.
+    let Some(tls) = lb.live().tls.clone() else {
         return serve_http(lb, stream, peer, stop).await;
     };
-    let limit = lb.config.limits.header_read_timeout;
+    let limit = lb.live.load().config.limits.header_read_timeout;
     let tls_stream = tokio::select! {
         res = tls.handshake(stream, limit) => match res {
             Ok(s) => s,
@@ -102,7 +103,7 @@ async fn serve_http<T>(lb: Arc<Lb>, io: T, peer: SocketAddr, stop: watch::Receiv
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = &lb.config.limits;
+    let limits = &lb.live.load().config.limits;
     let state = ConnState::new(limits.header_read_timeout, limits.idle_timeout);
     let io = TokioIo::new(ConnIo::new(io, Arc::clone(&state)));
     let svc_lb = Arc::clone(&lb);

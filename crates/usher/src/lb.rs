@@ -38,7 +38,7 @@ enum LbSub {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct RunArgs {
     /// TOML config file (see examples/lb.toml).
     #[arg(long, value_name = "FILE")]
@@ -233,6 +233,7 @@ fn set<T>(slot: &mut Option<T>, flag: Option<T>) {
 }
 
 fn serve(args: RunArgs) -> anyhow::Result<()> {
+    let args_for_reload = args.clone();
     let config = config_from(args)?;
     let cookie_mode = config.affinity == AffinityMode::Cookie;
     let keys = usher_proxy::load_keys(config.key_file.as_deref(), cookie_mode)?;
@@ -254,6 +255,13 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
         let admin = bind_admin(&config.admin).await?;
         // Built before "ready" is logged: a bad TLS certificate or key ends the process here.
         let lb = usher_proxy::Lb::new(config, keys)?;
+        let source = args_for_reload.clone();
+        lb.set_reloader(Box::new(move || {
+            config_from(source.clone()).map_err(|e| format!("{e:#}"))
+        }));
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
+        tokio::spawn(reload_on_sighup(std::sync::Arc::clone(&lb), hup));
         let (admin_addr, admin_stop) = match admin {
             Some((listener, token)) => {
                 let addr = listener.local_addr()?;
@@ -317,6 +325,24 @@ async fn bind_admin(
         .await
         .with_context(|| format!("cannot listen on admin.listen {addr}"))?;
     Ok(Some((listener, token)))
+}
+
+/// Re-reads the configuration (file and the same flags) on every SIGHUP; a bad one is reported
+/// and the running one kept.
+async fn reload_on_sighup(
+    lb: std::sync::Arc<usher_proxy::Lb>,
+    mut hup: tokio::signal::unix::Signal,
+) {
+    while hup.recv().await.is_some() {
+        let lb = std::sync::Arc::clone(&lb);
+        match tokio::task::spawn_blocking(move || lb.reload_from_source()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP reload failed; the previous configuration stays in force");
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP reload task failed"),
+        }
+    }
 }
 
 /// Installs SIGTERM/SIGINT handlers now (so a signal that arrives before the server runs is not

@@ -310,3 +310,59 @@ async fn access_log_lines_are_json_with_the_decision() {
     assert!(f["upstream_ms"].as_f64().is_some());
     assert_eq!(f["request_id"].as_str().unwrap().len(), 32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file_and_a_bad_file_keeps_the_old_one() {
+    let b0 = Backend::start("shop-0").await;
+    let b1 = Backend::start("shop-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    let one = format!(
+        "listen = \"127.0.0.1:0\"\n[[backend]]\nid = \"shop-0\"\naddr = \"{}\"\n",
+        b0.addr
+    );
+    std::fs::write(&path, &one).unwrap();
+    let mut lb = Running::start(&["lb", "--config", path.to_str().unwrap()]);
+    let ready = lb.wait_for("usher lb ready");
+    let admin = ready
+        .split("admin=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let count = || {
+        let admin = admin.clone();
+        async move {
+            let r = Client::default()
+                .get(&format!("http://{admin}/backends"))
+                .await;
+            serde_json::from_str::<serde_json::Value>(&r.body)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(count().await, 1);
+
+    std::fs::write(
+        &path,
+        format!(
+            "{one}[[backend]]\nid = \"shop-1\"\naddr = \"{}\"\n",
+            b1.addr
+        ),
+    )
+    .unwrap();
+    lb.signal("-HUP");
+    lb.wait_for("configuration reloaded");
+    assert_eq!(count().await, 2);
+
+    std::fs::write(&path, "this is not toml").unwrap();
+    lb.signal("-HUP");
+    lb.wait_for("SIGHUP reload failed");
+    assert_eq!(count().await, 2, "the running configuration stays");
+    lb.signal("-TERM");
+    assert!(lb.wait_exit().success());
+}

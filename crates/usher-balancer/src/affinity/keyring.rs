@@ -40,6 +40,7 @@ use zeroize::Zeroizing;
 pub const KEY_LEN: usize = 32;
 
 /// One 256-bit sealing key with its id. `Debug` never shows the secret.
+#[derive(Clone)]
 pub struct AffinityKey {
     id: u32,
     secret: Zeroizing<[u8; KEY_LEN]>,
