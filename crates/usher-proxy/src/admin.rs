@@ -164,6 +164,7 @@ async fn list_backends(State(s): State<AdminState>) -> Response {
                     "inflight": b.inflight(),
                     "requests": b.requests(),
                     "pinned_clients": b.pinned_clients(now, window),
+                "open_tunnels": b.open_tunnels(),
                 })
             })
             .collect();

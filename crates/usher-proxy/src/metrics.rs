@@ -64,6 +64,20 @@ pub fn render(lb: &Lb) -> String {
     }
     header(
         &mut out,
+        "usher_backend_open_tunnels",
+        "gauge",
+        "Upgraded (WebSocket) connections open per backend.",
+    );
+    for b in &snap.slots {
+        let _ = writeln!(
+            out,
+            "usher_backend_open_tunnels{{backend=\"{}\"}} {}",
+            b.id,
+            b.open_tunnels()
+        );
+    }
+    header(
+        &mut out,
         "usher_backend_up",
         "gauge",
         "1 when the backend is reachable (not down).",

@@ -106,6 +106,15 @@ struct RunArgs {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Active health checks: GET this path on every backend (e.g. /healthz) [default: off].
+    #[arg(long, value_name = "PATH")]
+    health_path: Option<String>,
+    /// Time between health checks [default: 2s].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    health_interval: Option<Duration>,
+    /// Slow-start window for added or recovered backends; 0s turns it off [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    slow_start: Option<Duration>,
     /// Log one line per request (method, path, status, backend, affinity outcome, durations) on
     /// stderr, target `usher::access`; JSON with `--log-format json`.
     #[arg(long)]
@@ -203,6 +212,9 @@ fn config_from(args: RunArgs) -> anyhow::Result<LbConfig> {
     set(&mut l.idle_timeout, args.idle_timeout);
     set(&mut l.shutdown_grace, args.shutdown_grace);
     // clap makes the two flags go together; they replace a file's [tls] section.
+    set(&mut raw.health.path, args.health_path);
+    set(&mut raw.health.interval, args.health_interval);
+    set(&mut raw.slow_start, args.slow_start);
     if args.access_log {
         raw.access_log = Some(true);
     }

@@ -366,3 +366,26 @@ async fn sighup_reloads_the_config_file_and_a_bad_file_keeps_the_old_one() {
     lb.signal("-TERM");
     assert!(lb.wait_exit().success());
 }
+
+#[test]
+fn an_exposed_admin_api_needs_a_token() {
+    let out = usher()
+        .args([
+            "lb",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "shop-0=127.0.0.1:1",
+            "--admin-listen",
+            "0.0.0.0:0",
+        ])
+        .env_remove("USHER_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("admin.listen") && err.contains("token"),
+        "{err}"
+    );
+}
