@@ -262,7 +262,7 @@ impl Affinity {
         if draw < factor {
             return Some(first);
         }
-        let others = crate::proxy::Excluding { view, skip: first };
+        let others = crate::pool::Excluding { view, skip: first };
         snap.selector
             .pick(&others, None, random.rotate_left(17))
             .or(Some(first))

@@ -388,6 +388,36 @@ impl<T: BoundView + ?Sized> BoundView for &T {
     }
 }
 
+/// A load view with one backend taken out (one that just failed, or lost a slow-start draw).
+#[derive(Debug)]
+pub struct Excluding<V> {
+    /// The underlying view.
+    pub view: V,
+    /// The backend index taken out.
+    pub skip: usize,
+}
+
+impl<V: BoundView> BoundView for Excluding<V> {
+    fn serves_bound(&self, i: usize) -> bool {
+        i != self.skip && self.view.serves_bound(i)
+    }
+    fn lost_to_drain(&self, id: &BackendId) -> bool {
+        self.view.lost_to_drain(id)
+    }
+    fn now_ms(&self) -> u64 {
+        self.view.now_ms()
+    }
+}
+
+impl<V: LoadView> LoadView for Excluding<V> {
+    fn available(&self, i: usize) -> bool {
+        i != self.skip && self.view.available(i)
+    }
+    fn inflight(&self, i: usize) -> u64 {
+        self.view.inflight(i)
+    }
+}
+
 /// [`LoadView`] over a snapshot at one instant: `available` means "takes new clients".
 #[derive(Debug, Clone, Copy)]
 pub struct View<'a> {

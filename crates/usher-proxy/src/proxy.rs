@@ -7,7 +7,6 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use usher_balancer::LoadView;
 
 use crate::Lb;
 use crate::access::{self, Served};
@@ -15,7 +14,7 @@ use crate::affinity::{Choice, Key, unix_now};
 use crate::body::{RequestBody, ResponseBody};
 use crate::conn::ConnState;
 use crate::headers::{self, Forwarding, X_REQUEST_ID};
-use crate::pool::{BackendSlot, BoundView};
+use crate::pool::{BackendSlot, Excluding};
 use crate::stats::Outcome;
 use crate::tunnel::{self, UpgradeRequest};
 
@@ -386,31 +385,4 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     )
-}
-
-/// A load view with one backend taken out (one that just failed, or lost a slow-start draw).
-pub(crate) struct Excluding<V> {
-    pub(crate) view: V,
-    pub(crate) skip: usize,
-}
-
-impl<V: BoundView> BoundView for Excluding<V> {
-    fn serves_bound(&self, i: usize) -> bool {
-        i != self.skip && self.view.serves_bound(i)
-    }
-    fn lost_to_drain(&self, id: &usher_balancer::BackendId) -> bool {
-        self.view.lost_to_drain(id)
-    }
-    fn now_ms(&self) -> u64 {
-        self.view.now_ms()
-    }
-}
-
-impl<V: LoadView> LoadView for Excluding<V> {
-    fn available(&self, i: usize) -> bool {
-        i != self.skip && self.view.available(i)
-    }
-    fn inflight(&self, i: usize) -> u64 {
-        self.view.inflight(i)
-    }
 }

@@ -479,7 +479,7 @@ async fn an_added_backend_ramps_up_its_share_of_new_clients() {
     let b3 = Backend::start("shop-3").await;
     let mut cfg = config(&[&bs[0], &bs[1], &bs[2]]);
     cfg.affinity = "cookie".parse().unwrap();
-    cfg.slow_start = Duration::from_secs(2);
+    cfg.slow_start = Duration::from_secs(3);
     let lb = TestLb::start(cfg).await;
     let a = lb.start_admin(None).await;
     let mut c = Client::default();
@@ -502,12 +502,14 @@ async fn an_added_backend_ramps_up_its_share_of_new_clients() {
         }
     };
     // At first ~10 % of its fair quarter; after the window, exactly its quarter (round robin).
-    let early = share(200).await;
-    assert!(early < 20, "{early} of 200 right after the add");
+    // 80 requests take well under a second even on a loaded machine: the factor stays ≤ ~0.4,
+    // so the expected count is ≤ 80 × 1/4 × 0.4 = 8 (a fair quarter would be 20).
+    let early = share(80).await;
+    assert!(early <= 12, "{early} of 80 right after the add");
     assert!(
         support::eventually(Duration::from_secs(5), || {
             let snap = lb.lb.pool().snapshot();
-            snap.slots[3].ramp_factor(lb.lb.pool().now_ms(), 2000) >= 1.0
+            snap.slots[3].ramp_factor(lb.lb.pool().now_ms(), 3000) >= 1.0
         })
         .await
     );
