@@ -518,19 +518,22 @@ impl Pool {
         }
         let mut drained = (*old.drained).clone();
         drained.remove(&cfg.id);
-        self.current.store(Arc::new(build(
-            slots,
-            &self
-                .selector_config
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-            Arc::new(drained),
-        )));
+        self.publish(slots, drained);
         // The old address left the pool: its tunnels close like a removed backend's.
         if let Some(old_slot) = replaced {
             old_slot.close_tunnels_removed();
         }
         Ok(())
+    }
+
+    /// Builds and swaps in a snapshot over `slots` with the current selector settings.
+    fn publish(&self, slots: Vec<Arc<BackendSlot>>, drained: std::collections::HashSet<BackendId>) {
+        let config = self
+            .selector_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.current
+            .store(Arc::new(build(slots, &config, Arc::new(drained))));
     }
 
     fn ramping(&self, cfg: &BackendConfig) -> Result<BackendSlot, http::uri::InvalidUri> {
@@ -603,14 +606,7 @@ impl Pool {
         } else {
             drained.remove(id);
         }
-        self.current.store(Arc::new(build(
-            slots,
-            &self
-                .selector_config
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-            Arc::new(drained),
-        )));
+        self.publish(slots, drained);
         removed.close_tunnels_removed();
         Ok(removed)
     }

@@ -1,24 +1,15 @@
 //! `usher lb --tls-cert/--tls-key` as a user runs it, checked with `curl` when it is installed.
 #![allow(clippy::unwrap_used)]
 
+mod process;
 #[path = "../../usher-proxy/tests/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
+use process::{Running, usher};
 use support::Backend;
-
-fn usher() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_usher"));
-    // Several instances run at once: never the fixed default admin port.
-    c.env("USHER_ADMIN_LISTEN", "127.0.0.1:0");
-    c.env("RUST_LOG", "info");
-    c
-}
 
 /// Writes a self-signed certificate for `localhost` and its key; returns their paths.
 fn write_cert(dir: &Path) -> (PathBuf, PathBuf) {
@@ -29,44 +20,11 @@ fn write_cert(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// A running `usher lb`, killed on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `usher` and returns it with its "usher lb ready" line.
 fn start_ready(args: &[&str]) -> (Running, String) {
-    let mut child = usher()
-        .args(args)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let running = Running(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains("usher lb ready") => return (running, line),
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("usher never became ready; saw:\n{}", seen.join("\n")),
-        }
-    }
+    let mut running = Running::start(args);
+    let line = running.wait_for("usher lb ready");
+    (running, line)
 }
 
 fn failing(args: &[&str]) -> String {
