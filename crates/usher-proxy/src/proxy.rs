@@ -318,7 +318,12 @@ fn respond(
         .affinity
         .set_cookie(key, choice.outcome, &slot.id, now)
     {
-        identity = Some(usher_balancer::hash_key(cookie.as_bytes()));
+        // The same identity a later request carrying this cookie gets: a hash of the token.
+        let token = cookie
+            .to_str()
+            .ok()
+            .and_then(|c| c.split(';').next()?.split_once('='));
+        identity = token.map(|(_, t)| usher_balancer::hash_key(t.trim().as_bytes()));
         parts.headers.append(header::SET_COOKIE, cookie);
     }
     if let Some(identity) = identity {

@@ -37,8 +37,12 @@ async fn lists_backends_with_live_counters() {
     cfg.affinity = "cookie".parse().unwrap();
     let lb = TestLb::start(cfg).await;
     let a = lb.start_admin(None).await;
+    // Six clients, three requests each: the new binding and two hits count as one client.
     for _ in 0..6 {
-        Client::default().get(&lb.url("/")).await;
+        let mut client = Client::default();
+        for _ in 0..3 {
+            client.get(&lb.url("/")).await;
+        }
     }
     let mut c = Client::default();
     let r = admin(&mut c, a, Method::GET, "/backends", "").await;
@@ -60,7 +64,7 @@ async fn lists_backends_with_live_counters() {
             assert!(b.get(field).is_some(), "{field} missing: {b}");
         }
         assert_eq!(b["state"], "active");
-        assert_eq!(b["requests"], 3);
+        assert_eq!(b["requests"], 9);
         assert_eq!(b["pinned_clients"], 3, "three distinct cookie clients each");
     }
     assert_eq!(
