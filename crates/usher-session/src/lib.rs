@@ -10,7 +10,8 @@
 //!   that do not decode are [`StoreError::Corrupt`], never a panic.
 //! * [`SessionStore`] — the async store contract (below), `dyn`-compatible via `async-trait` so a
 //!   layer can hold an `Arc<dyn SessionStore>`.
-//! * [`MemoryStore`] (feature `memory`) and [`SqliteStore`] (feature `sqlite`), both on by default.
+//! * [`MemoryStore`] (feature `memory`) and [`SqliteStore`] (feature `sqlite`), both on by default,
+//!   and `RedisStore` (feature `redis`, off by default).
 //! * [`StoreError`] — one error type; [`StoreError::class`] says whether the client, a
 //!   conflicting writer or the store is at fault, so the HTTP layer maps it in one place.
 //! * `conformance` (feature `conformance`) — one test suite every store must pass.
@@ -46,6 +47,10 @@
 //!   every write is a `BEGIN IMMEDIATE` transaction (write lock taken before the read), CAS is
 //!   `UPDATE … WHERE id_hash = ? AND version = ?`, tombstones are rows with `deleted_until`, and
 //!   `user` is indexed. Statements run on tokio's blocking pool.
+//! * `RedisStore` (feature `redis`): one Lua script per atomic operation (CAS, delete with
+//!   tombstone, touch, per-user sets); field updates are read, applied in Rust and written back
+//!   with a version-checked script, retried on a lost race. Decisions use `now`; Redis TTLs are
+//!   only garbage collection. See `RedisStore`'s docs.
 
 mod data;
 mod error;
@@ -56,9 +61,13 @@ mod store;
 pub mod conformance;
 #[cfg(feature = "memory")]
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "redis")]
+pub use crate::redis::{RedisOptions, RedisStore, UPDATE_RETRIES, UPDATE_STRIPES};
 pub use data::{FORMAT_JSON_V1, FieldOp, SessionData};
 pub use error::{CodecError, ErrorClass, StoreError};
 pub use id::{InvalidSessionId, SessionId, SessionKey};
