@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::Lb;
-use crate::pool::BackendState;
+use crate::pool::{BackendSlot, BackendState, Snapshot};
 use crate::stats::{LATENCY_BUCKETS, Outcome, StatusCounters};
 
 /// The metrics page.
@@ -48,48 +48,30 @@ pub fn render(lb: &Lb) -> String {
     let _ = writeln!(out, "usher_request_duration_seconds_sum {sum}");
     let _ = writeln!(out, "usher_request_duration_seconds_count {total}");
 
-    header(
+    per_backend(
         &mut out,
+        &snap,
         "usher_backend_inflight",
         "gauge",
         "Requests in flight per backend.",
+        |b| b.inflight(),
     );
-    for b in &snap.slots {
-        let _ = writeln!(
-            out,
-            "usher_backend_inflight{{backend=\"{}\"}} {}",
-            b.id,
-            b.inflight()
-        );
-    }
-    header(
+    per_backend(
         &mut out,
+        &snap,
         "usher_backend_open_tunnels",
         "gauge",
         "Upgraded (WebSocket) connections open per backend.",
+        |b| b.open_tunnels() as u64,
     );
-    for b in &snap.slots {
-        let _ = writeln!(
-            out,
-            "usher_backend_open_tunnels{{backend=\"{}\"}} {}",
-            b.id,
-            b.open_tunnels()
-        );
-    }
-    header(
+    per_backend(
         &mut out,
+        &snap,
         "usher_backend_up",
         "gauge",
         "1 when the backend is reachable (not down).",
+        |b| u64::from(b.healthy(now)),
     );
-    for b in &snap.slots {
-        let _ = writeln!(
-            out,
-            "usher_backend_up{{backend=\"{}\"}} {}",
-            b.id,
-            u8::from(b.healthy(now))
-        );
-    }
     header(
         &mut out,
         "usher_backend_state",
@@ -112,20 +94,14 @@ pub fn render(lb: &Lb) -> String {
             );
         }
     }
-    header(
+    per_backend(
         &mut out,
+        &snap,
         "usher_backend_health_transitions_total",
         "counter",
         "Times the backend went down.",
+        |b| b.health_transitions(),
     );
-    for b in &snap.slots {
-        let _ = writeln!(
-            out,
-            "usher_backend_health_transitions_total{{backend=\"{}\"}} {}",
-            b.id,
-            b.health_transitions()
-        );
-    }
 
     header(
         &mut out,
@@ -148,6 +124,21 @@ pub fn render(lb: &Lb) -> String {
     );
     let _ = writeln!(out, "usher_retries_total {}", stats.retries());
     out
+}
+
+/// One series per backend: `name{backend="id"} value`.
+fn per_backend(
+    out: &mut String,
+    snap: &Snapshot,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl Fn(&BackendSlot) -> u64,
+) {
+    header(out, name, kind, help);
+    for b in &snap.slots {
+        let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", b.id, value(b));
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
