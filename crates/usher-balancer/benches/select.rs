@@ -5,21 +5,29 @@
 //! random values, key hashes) are built outside the timed closures; `iter` times only the call.
 //!
 //! The load view is a bench-local type, like the proxy's own view: the selectors are generic over
-//! [`LoadView`], so a caller's view inlines into them. (The `[(bool, u64)]` impl lives in this
-//! library and is not `#[inline]`, so across crates every `available`/`inflight` would be a call.)
+//! [`LoadView`], so a caller's view inlines into them.
+//!
+//! Three views, because the costs depend on them:
+//! * the default view scans for the bounded-load totals and has a few idle members (least-conn
+//!   stops at the first idle one it meets);
+//! * `-busy`: no member is idle, so least-conn reads all 100 (its worst case);
+//! * `-counted`: the view keeps its eligible count and in-flight total, as the proxy's pool does,
+//!   so a hashed pick needs no scan.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use usher_balancer::{BackendId, LoadView, Member, Policy, Selector, SelectorConfig, hash_key};
+use usher_balancer::{
+    BackendId, LoadTotals, LoadView, Member, Policy, Selector, SelectorConfig, hash_key,
+};
 
 const MEMBERS: usize = 100;
 /// Pre-drawn random values and key hashes, cycled through by the timed closures.
 const INPUTS: usize = 1024;
 
-/// `(available, in flight)` per backend, as plain data.
-struct View(Vec<(bool, u64)>);
+/// `(available, in flight)` per backend, as plain data, and optionally kept totals.
+struct View(Vec<(bool, u64)>, Option<LoadTotals>);
 
 impl LoadView for View {
     fn available(&self, i: usize) -> bool {
@@ -27,6 +35,29 @@ impl LoadView for View {
     }
     fn inflight(&self, i: usize) -> u64 {
         self.0.get(i).map_or(0, |s| s.1)
+    }
+    fn totals(&self, weights: &[u32]) -> LoadTotals {
+        match self.1 {
+            Some(totals) => totals,
+            None => LoadTotals::scan(self, weights),
+        }
+    }
+}
+
+impl View {
+    /// Everyone up except every 25th member, `floor..floor + 20` requests in flight each.
+    fn new(rng: &mut StdRng, floor: u64) -> Self {
+        Self(
+            (0..MEMBERS)
+                .map(|i| (i % 25 != 0, floor + rng.random_range(0..20)))
+                .collect(),
+            None,
+        )
+    }
+
+    /// The same view, keeping its totals (for members of these `weights`).
+    fn counted(&self, weights: &[u32]) -> Self {
+        Self(self.0.clone(), Some(LoadTotals::scan(self, weights)))
     }
 }
 
@@ -44,11 +75,7 @@ fn bench_pick(c: &mut Criterion) {
     let equal = members(false);
     let mut rng = StdRng::seed_from_u64(7);
     // A realistic view: everyone up except a few, with small in-flight counts.
-    let view = View(
-        (0..MEMBERS)
-            .map(|i| (i % 25 != 0, rng.random_range(0..20)))
-            .collect(),
-    );
+    let view = View::new(&mut rng, 0);
     let randoms: Vec<u64> = (0..INPUTS).map(|_| rng.random()).collect();
     let hashes: Vec<u64> = (0..INPUTS as u64)
         .map(|k| hash_key(format!("10.0.{}.{}", k / 256, k % 256).as_bytes()))
@@ -74,29 +101,49 @@ fn bench_pick(c: &mut Criterion) {
             })
         });
     }
-    // Unequal weights cost least-conn two multiplications per member.
+    // Unequal weights: least-conn multiplies each load by a precomputed factor.
+    let weighted_members = members(true);
     let weighted = Selector::new(
-        &members(true),
+        &weighted_members,
         &SelectorConfig {
             policy: Policy::LeastConn,
             ..SelectorConfig::default()
         },
     );
-    let mut k = 0;
-    group.bench_function("least-conn-weighted", |b| {
-        b.iter(|| {
-            k = (k + 1) % INPUTS;
-            black_box(weighted.pick(black_box(&view), None, randoms[k]))
-        })
-    });
+    let least_conn = Selector::new(
+        &equal,
+        &SelectorConfig {
+            policy: Policy::LeastConn,
+            ..SelectorConfig::default()
+        },
+    );
+    let busy = View::new(&mut rng, 1);
+    let runs: [(&str, &Selector, &View); 3] = [
+        ("least-conn-weighted", &weighted, &view),
+        ("least-conn-busy", &least_conn, &busy),
+        ("least-conn-weighted-busy", &weighted, &busy),
+    ];
+    for (name, selector, view) in runs {
+        let mut k = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                k = (k + 1) % INPUTS;
+                black_box(selector.pick(black_box(view), None, randoms[k]))
+            })
+        });
+    }
     let selector = Selector::new(&equal, &SelectorConfig::default());
-    let mut k = 0;
-    group.bench_function("pick_hashed", |b| {
-        b.iter(|| {
-            k = (k + 1) % INPUTS;
-            black_box(selector.pick_hashed(black_box(&view), hashes[k]))
-        })
-    });
+    let weights: Vec<u32> = equal.iter().map(|m| m.weight).collect();
+    let counted = view.counted(&weights);
+    for (name, view) in [("pick_hashed", &view), ("pick_hashed-counted", &counted)] {
+        let mut k = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                k = (k + 1) % INPUTS;
+                black_box(selector.pick_hashed(black_box(view), hashes[k]))
+            })
+        });
+    }
     group.finish();
 }
 

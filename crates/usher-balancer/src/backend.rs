@@ -75,22 +75,80 @@ pub trait LoadView {
     fn available(&self, i: usize) -> bool;
     /// Requests currently in flight on backend `i`.
     fn inflight(&self, i: usize) -> u64;
+    /// How many members are eligible (`weights[i] > 0` and available) and their total in flight:
+    /// the mean the bounded-load cap of [`crate::Selector::pick_hashed`] is taken from.
+    ///
+    /// The default is one pass over `weights` ([`LoadTotals::scan`]), which is most of the cost
+    /// of a hashed pick. A view that keeps pool-wide counters can answer in O(1) instead, but it
+    /// must give exactly the numbers a scan of its own `available` / `inflight` would (the cap
+    /// property depends on it); a view that cannot should keep the default.
+    fn totals(&self, weights: &[u32]) -> LoadTotals {
+        LoadTotals::scan(self, weights)
+    }
+}
+
+/// Eligible members and their load, as [`LoadView::totals`] reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadTotals {
+    /// Members with weight > 0 that are available.
+    pub members: u64,
+    /// Sum of those members' in-flight counts (wrapping; it counts live requests, so it never
+    /// gets near 2^64).
+    pub inflight: u64,
+}
+
+impl LoadTotals {
+    /// Computes the totals from `view` member by member.
+    #[inline]
+    pub fn scan(view: &(impl LoadView + ?Sized), weights: &[u32]) -> Self {
+        let mut totals = Self::default();
+        for (i, &w) in weights.iter().enumerate() {
+            // A branch, not a mask: availability is steady from one pick to the next, so the
+            // predictor gets it right and unavailable members cost no load (measured faster).
+            if (w > 0) & view.available(i) {
+                totals.members += 1;
+                totals.inflight = totals.inflight.wrapping_add(view.inflight(i));
+            }
+        }
+        totals
+    }
+
+    /// These totals with member `i` (of `weights`, as seen by `view`) taken out, if it was
+    /// counted: for views that hide one member of an underlying view.
+    pub fn without(self, view: &(impl LoadView + ?Sized), weights: &[u32], i: usize) -> Self {
+        if weights.get(i).is_some_and(|&w| w > 0) && view.available(i) {
+            Self {
+                members: self.members.saturating_sub(1),
+                inflight: self.inflight.wrapping_sub(view.inflight(i)),
+            }
+        } else {
+            self
+        }
+    }
 }
 
 impl<T: LoadView + ?Sized> LoadView for &T {
+    #[inline]
     fn available(&self, i: usize) -> bool {
         (**self).available(i)
     }
+    #[inline]
     fn inflight(&self, i: usize) -> u64 {
         (**self).inflight(i)
+    }
+    #[inline]
+    fn totals(&self, weights: &[u32]) -> LoadTotals {
+        (**self).totals(weights)
     }
 }
 
 /// A plain-slice view for tests and benchmarks: `(available, inflight)` per backend.
 impl LoadView for [(bool, u64)] {
+    #[inline]
     fn available(&self, i: usize) -> bool {
         self.get(i).is_some_and(|s| s.0)
     }
+    #[inline]
     fn inflight(&self, i: usize) -> u64 {
         self.get(i).map_or(0, |s| s.1)
     }
@@ -112,5 +170,35 @@ mod tests {
             BackendId::new("shop-1").map(|i| i.to_string()),
             Ok("shop-1".into())
         );
+    }
+
+    #[test]
+    fn totals_count_only_eligible_members() {
+        let view = [(true, 3), (false, 5), (true, 7), (true, 11)];
+        let weights = [1, 1, 0, 2];
+        let t = view[..].totals(&weights);
+        assert_eq!(
+            t,
+            LoadTotals {
+                members: 2,
+                inflight: 14
+            }
+        );
+        // Through a reference, and with members taken out (counted, uncounted, out of range).
+        let by_ref: &[(bool, u64)] = &view;
+        assert_eq!(LoadView::totals(&by_ref, &weights), t);
+        assert_eq!(
+            t.without(&view[..], &weights, 3),
+            LoadTotals {
+                members: 1,
+                inflight: 3
+            }
+        );
+        assert_eq!(t.without(&view[..], &weights, 1), t);
+        assert_eq!(t.without(&view[..], &weights, 2), t);
+        assert_eq!(t.without(&view[..], &weights, 9), t);
+        // Weights shorter than the view: members beyond them are not members.
+        assert_eq!(view[..].totals(&weights[..1]).members, 1);
+        assert_eq!(view[..].totals(&[]), LoadTotals::default());
     }
 }

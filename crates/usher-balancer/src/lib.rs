@@ -4,7 +4,8 @@
 //! [`std::time::Instant`]) and randomness (a `u64` or nonce bytes) are passed in by the caller, so
 //! every decision can be replayed in a test and every replica of the load balancer decides alike.
 //!
-//! * [`BackendId`], [`Member`], [`LoadView`] — who can be picked and how loaded they are.
+//! * [`BackendId`], [`Member`], [`LoadView`], [`LoadTotals`] — who can be picked and how loaded
+//!   they are.
 //! * [`Selector`] — the selection policies (`round-robin`, `least-conn`, `p2c`, `maglev`) and the
 //!   consistent-hash pick with bounded load used by hashed affinity keys.
 //! * [`KeyRing`] / [`Claims`] — the sealed affinity cookie (AES-256-GCM, key ids for rotation).
@@ -19,6 +20,6 @@ pub use affinity::learned::LearnedRoutes;
 pub use affinity::token::{
     AffinityKey, Claims, KeyFileError, KeyRing, KeyRingError, NONCE_LEN, OpenError,
 };
-pub use backend::{BackendId, InvalidBackendId, LoadView, Member};
+pub use backend::{BackendId, InvalidBackendId, LoadTotals, LoadView, Member};
 pub use hash::{HASH_SEED, hash_key};
 pub use select::{Policy, Selector, SelectorConfig, UnknownPolicy};

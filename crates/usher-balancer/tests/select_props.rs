@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use usher_balancer::{BackendId, Member, Policy, Selector, SelectorConfig, hash_key};
+use usher_balancer::{
+    BackendId, LoadTotals, LoadView, Member, Policy, Selector, SelectorConfig, hash_key,
+};
 
 const KEYS: u64 = 100_000;
 
@@ -205,6 +207,123 @@ proptest! {
         }
         for (i, &w) in weights.iter().enumerate() {
             prop_assert_eq!(count[i], (3 * w).checked_div(g).unwrap_or(0));
+        }
+    }
+}
+
+/// A view that keeps its totals precomputed (as a proxy with pool-wide counters would) and can
+/// hide one member, answering `totals` without a scan.
+struct Counted {
+    state: Vec<(bool, u64)>,
+    totals: LoadTotals,
+    hidden: Option<usize>,
+}
+
+impl Counted {
+    fn new(state: Vec<(bool, u64)>, weights: &[u32]) -> Self {
+        let totals = state[..].totals(weights);
+        Self {
+            state,
+            totals,
+            hidden: None,
+        }
+    }
+
+    /// The same view with member `i` unavailable, its totals adjusted in O(1).
+    fn hiding(self, i: usize, weights: &[u32]) -> Self {
+        let totals = self.totals.without(&self, weights, i);
+        Self {
+            totals,
+            hidden: Some(i),
+            ..self
+        }
+    }
+}
+
+impl LoadView for Counted {
+    fn available(&self, i: usize) -> bool {
+        self.hidden != Some(i) && self.state[..].available(i)
+    }
+    fn inflight(&self, i: usize) -> u64 {
+        self.state[..].inflight(i)
+    }
+    fn totals(&self, _weights: &[u32]) -> LoadTotals {
+        self.totals
+    }
+}
+
+/// The least-conn answer by definition: scanning from `⌊r · n / 2^64⌋`, the first eligible
+/// member with the smallest load per weight (compared exactly in `u128`).
+fn least_conn_reference(state: &[(bool, u64, u32)], r: u64) -> Option<usize> {
+    let n = state.len();
+    let start = ((u128::from(r) * n as u128) >> 64) as usize;
+    let mut best: Option<usize> = None;
+    for i in (start..n).chain(0..start) {
+        let (up, load, w) = state[i];
+        if !up || w == 0 {
+            continue;
+        }
+        let lighter = best.is_none_or(|b| {
+            let (_, bl, bw) = state[b];
+            u128::from(load) * u128::from(bw) < u128::from(bl) * u128::from(w)
+        });
+        if lighter {
+            best = Some(i);
+        }
+    }
+    best
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// least-conn's fast paths (early stop at an idle member, scaled costs, the exact fallback
+    /// for huge loads or weights) pick exactly the member the definition picks, ties included.
+    #[test]
+    fn least_conn_matches_the_definition(
+        state in proptest::collection::vec(
+            (
+                any::<bool>(),
+                prop_oneof![0u64..4, 0u64..1_000, Just(u64::MAX), (1u64 << 40)..(1u64 << 50)],
+                prop_oneof![Just(0u32), 1u32..4, 1u32..100_000],
+            ),
+            1..40,
+        ),
+        randoms in proptest::collection::vec(any::<u64>(), 8),
+    ) {
+        let members: Vec<Member> =
+            state.iter().enumerate().map(|(i, s)| member(&format!("m{i}"), s.2)).collect();
+        let view: Vec<(bool, u64)> = state.iter().map(|s| (s.0, s.1)).collect();
+        let s = Selector::new(&members, &SelectorConfig { policy: Policy::LeastConn, ..SelectorConfig::default() });
+        for r in randoms {
+            prop_assert_eq!(s.pick(&view[..], None, r), least_conn_reference(&state, r));
+        }
+    }
+
+    /// A view that supplies its totals in O(1), alone or with a member hidden through
+    /// [`LoadTotals::without`], gets exactly the picks a scanning view gets, so the cap holds.
+    #[test]
+    fn counted_totals_pick_like_a_scan(
+        state in proptest::collection::vec((any::<bool>(), 0u64..40, 0u32..4), 1..24),
+        factor in prop_oneof![Just(1.0), 1.0f64..3.0],
+        hide: Index,
+        hashes in proptest::collection::vec(any::<u64>(), 20),
+    ) {
+        let members: Vec<Member> =
+            state.iter().enumerate().map(|(i, s)| member(&format!("m{i}"), s.2)).collect();
+        let weights: Vec<u32> = state.iter().map(|s| s.2).collect();
+        let view: Vec<(bool, u64)> = state.iter().map(|s| (s.0, s.1)).collect();
+        let s = Selector::new(&members, &SelectorConfig { policy: Policy::Maglev, balance_factor: factor });
+        let hide = hide.index(state.len());
+        let counted = Counted::new(view.clone(), &weights);
+        let mut hidden_state = view.clone();
+        hidden_state[hide].0 = false;
+        let hidden = Counted::new(view.clone(), &weights).hiding(hide, &weights);
+        prop_assert_eq!(hidden.totals, hidden_state[..].totals(&weights));
+        for h in hashes {
+            prop_assert_eq!(s.pick_hashed(&counted, h), s.pick_hashed(&view[..], h));
+            prop_assert_eq!(s.pick_hashed(&hidden, h), s.pick_hashed(&hidden_state[..], h));
+            prop_assert_eq!(s.pick(&hidden, Some(h), h), s.pick(&hidden_state[..], Some(h), h));
         }
     }
 }

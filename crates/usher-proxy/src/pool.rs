@@ -14,10 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use usher_balancer::{BackendId, LoadView, Member, Selector, SelectorConfig};
+use usher_balancer::{BackendId, LoadTotals, LoadView, Member, Selector, SelectorConfig};
 
 use crate::config::BackendConfig;
 use crate::stats::StatusCounters;
+
+mod load;
+
+use load::{Counter, PoolLoad, Steady};
 
 /// What a backend is doing, as operators and metrics see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +62,10 @@ pub struct BackendSlot {
     /// `addr` as a URI authority, for upstream request URIs.
     pub authority: http::uri::Authority,
     weight: AtomicU32,
-    inflight: AtomicU64,
+    /// Requests in flight; also feeds the pool-wide sum while the slot is in the pool.
+    inflight: Counter,
+    /// The pool's shared counters (see `pool/load.rs`).
+    load: Arc<PoolLoad>,
     /// Pool-clock milliseconds until which the backend is skipped after a refused connect.
     down_until_ms: AtomicU64,
     draining: AtomicBool,
@@ -92,13 +99,14 @@ pub struct BackendSlot {
 const MAX_TRACKED_BINDINGS: usize = 200_000;
 
 impl BackendSlot {
-    fn new(cfg: &BackendConfig) -> Result<Self, http::uri::InvalidUri> {
+    fn new(cfg: &BackendConfig, load: &Arc<PoolLoad>) -> Result<Self, http::uri::InvalidUri> {
         Ok(Self {
             id: cfg.id.clone(),
             addr: cfg.addr,
             authority: cfg.addr.to_string().parse()?,
             weight: AtomicU32::new(cfg.weight),
-            inflight: AtomicU64::new(0),
+            inflight: Counter::default(),
+            load: Arc::clone(load),
             down_until_ms: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             drain_started_ms: AtomicU64::new(0),
@@ -122,7 +130,7 @@ impl BackendSlot {
 
     /// Requests in flight now.
     pub fn inflight(&self) -> u64 {
-        self.inflight.load(Relaxed)
+        self.inflight.get()
     }
 
     /// Requests sent to this backend so far (retries included).
@@ -163,6 +171,9 @@ impl BackendSlot {
     /// Records an active check verdict; returns whether it changed.
     pub fn set_check_ok(&self, ok: bool) -> bool {
         let changed = self.check_ok.swap(ok, Relaxed) != ok;
+        if changed {
+            self.load.changed();
+        }
         if changed && !ok {
             self.health_transitions.fetch_add(1, Relaxed);
         }
@@ -246,7 +257,7 @@ impl BackendSlot {
 
     /// Marks a request as started; the guard ends it when dropped.
     pub fn begin(self: &Arc<Self>) -> InflightGuard {
-        self.inflight.fetch_add(1, Relaxed);
+        self.inflight.begin(&self.load);
         self.requests.fetch_add(1, Relaxed);
         InflightGuard(Arc::clone(self))
     }
@@ -258,7 +269,7 @@ pub struct InflightGuard(Arc<BackendSlot>);
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Relaxed);
+        self.0.inflight.end(&self.0.load);
     }
 }
 
@@ -341,6 +352,9 @@ pub struct Snapshot {
     by_id: HashMap<BackendId, usize>,
     /// Ids removed at the end of a drain (their clients' moves count as `drained`).
     drained: Arc<std::collections::HashSet<BackendId>>,
+    /// The pool's counters, and when they describe this snapshot (see `pool/load.rs`).
+    load: Arc<PoolLoad>,
+    steady: Steady,
 }
 
 impl Snapshot {
@@ -416,6 +430,12 @@ impl<V: LoadView> LoadView for Excluding<V> {
     fn inflight(&self, i: usize) -> u64 {
         self.view.inflight(i)
     }
+    /// The underlying view's totals (O(1) when it has them) without the skipped backend.
+    fn totals(&self, weights: &[u32]) -> LoadTotals {
+        self.view
+            .totals(weights)
+            .without(&self.view, weights, self.skip)
+    }
 }
 
 /// [`LoadView`] over a snapshot at one instant: `available` means "takes new clients".
@@ -434,6 +454,17 @@ impl LoadView for View<'_> {
     }
     fn inflight(&self, i: usize) -> u64 {
         self.snap.slots.get(i).map_or(0, |s| s.inflight())
+    }
+    /// O(1) from the pool's counters while every backend takes new work; else a scan.
+    fn totals(&self, weights: &[u32]) -> LoadTotals {
+        let scan = || LoadTotals::scan(self, weights);
+        // The counters describe this snapshot's own backends, which `weights` must match.
+        if weights.len() != self.snap.slots.len() {
+            return scan();
+        }
+        self.snap
+            .steady
+            .totals(&self.snap.load, self.snap.slots.len(), scan)
     }
 }
 
@@ -467,6 +498,7 @@ pub enum PoolError {
 #[derive(Debug)]
 pub struct Pool {
     current: ArcSwap<Snapshot>,
+    load: Arc<PoolLoad>,
     /// Serializes writers; readers never take it.
     write: Mutex<()>,
     selector_config: Mutex<SelectorConfig>,
@@ -479,12 +511,20 @@ impl Pool {
         backends: &[BackendConfig],
         selector_config: SelectorConfig,
     ) -> Result<Self, http::uri::InvalidUri> {
+        let load = Arc::new(PoolLoad::default());
         let slots = backends
             .iter()
-            .map(|b| BackendSlot::new(b).map(Arc::new))
+            .map(|b| BackendSlot::new(b, &load).map(Arc::new))
             .collect::<Result<_, _>>()?;
+        let epoch = load.next_epoch();
         Ok(Self {
-            current: ArcSwap::from_pointee(build(slots, &selector_config, Arc::default())),
+            current: ArcSwap::from_pointee(build(
+                slots,
+                &selector_config,
+                Arc::default(),
+                (&load, epoch),
+            )),
+            load,
             write: Mutex::new(()),
             selector_config: Mutex::new(selector_config),
             epoch: Instant::now(),
@@ -518,7 +558,7 @@ impl Pool {
         }
         let mut drained = (*old.drained).clone();
         drained.remove(&cfg.id);
-        self.publish(slots, drained);
+        self.publish(slots, drained, replaced.as_slice());
         // The old address left the pool: its tunnels close like a removed backend's.
         if let Some(old_slot) = replaced {
             old_slot.close_tunnels_removed();
@@ -526,18 +566,40 @@ impl Pool {
         Ok(())
     }
 
-    /// Builds and swaps in a snapshot over `slots` with the current selector settings.
-    fn publish(&self, slots: Vec<Arc<BackendSlot>>, drained: std::collections::HashSet<BackendId>) {
+    /// Builds and swaps in a snapshot over `slots` with the current selector settings;
+    /// `retired` are the slots leaving the pool.
+    fn publish(
+        &self,
+        slots: Vec<Arc<BackendSlot>>,
+        drained: std::collections::HashSet<BackendId>,
+        retired: &[Arc<BackendSlot>],
+    ) {
         let config = self
             .selector_config
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        self.current
-            .store(Arc::new(build(slots, &config, Arc::new(drained))));
+        self.swap_in(slots, &config, drained, retired);
+    }
+
+    /// Swaps in a snapshot over `slots`, taking `retired` out of the pool-wide load sum. The
+    /// epoch moves first, so readers of the old snapshot stop trusting the sum before it changes.
+    fn swap_in(
+        &self,
+        slots: Vec<Arc<BackendSlot>>,
+        config: &SelectorConfig,
+        drained: std::collections::HashSet<BackendId>,
+        retired: &[Arc<BackendSlot>],
+    ) {
+        let epoch = self.load.next_epoch();
+        let snapshot = build(slots, config, Arc::new(drained), (&self.load, epoch));
+        for slot in retired {
+            slot.inflight.detach(&self.load);
+        }
+        self.current.store(Arc::new(snapshot));
     }
 
     fn ramping(&self, cfg: &BackendConfig) -> Result<BackendSlot, http::uri::InvalidUri> {
-        let slot = BackendSlot::new(cfg)?;
+        let slot = BackendSlot::new(cfg, &self.load)?;
         slot.start_ramp(self.now_ms());
         Ok(slot)
     }
@@ -583,8 +645,7 @@ impl Pool {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         *config = selector_config;
-        self.current
-            .store(Arc::new(build(slots, &config, Arc::new(drained))));
+        self.swap_in(slots, &config, drained, &retired);
         for slot in retired {
             slot.close_tunnels_removed();
         }
@@ -606,7 +667,7 @@ impl Pool {
         } else {
             drained.remove(id);
         }
-        self.publish(slots, drained);
+        self.publish(slots, drained, std::slice::from_ref(&removed));
         removed.close_tunnels_removed();
         Ok(removed)
     }
@@ -647,6 +708,7 @@ impl Pool {
         let deadline_ms = now.saturating_add(millis(deadline));
         slot.drain_deadline_ms.store(deadline_ms, Relaxed);
         slot.draining.store(true, Relaxed);
+        self.load.changed();
         match self.epoch.checked_add(Duration::from_millis(deadline_ms)) {
             Some(at) => slot.close_tunnels_at(at),
             // A deadline past the clock's range never comes.
@@ -660,6 +722,7 @@ impl Pool {
     pub fn activate(&self, id: &BackendId) -> Result<(), PoolError> {
         let slot = self.slot(id)?;
         if slot.draining.swap(false, Relaxed) {
+            self.load.changed();
             slot.keep_tunnels_open();
             tracing::info!(backend = %id, "backend active again");
         }
@@ -687,6 +750,7 @@ impl Pool {
             .down_until_ms
             .swap(now.saturating_add(millis(backoff)), Relaxed);
         slot.passive_failures.store(0, Relaxed);
+        slot.load.changed();
         if prev <= now {
             slot.health_transitions.fetch_add(1, Relaxed);
             tracing::warn!(backend = %slot.id, ?backoff, "backend down: {reason}");
@@ -702,6 +766,7 @@ fn build(
     slots: Vec<Arc<BackendSlot>>,
     selector_config: &SelectorConfig,
     drained: Arc<std::collections::HashSet<BackendId>>,
+    (load, epoch): (&Arc<PoolLoad>, u64),
 ) -> Snapshot {
     let members: Vec<Member> = slots
         .iter()
@@ -715,11 +780,14 @@ fn build(
         .enumerate()
         .map(|(i, s)| (s.id.clone(), i))
         .collect();
+    let all_weighted = members.iter().all(|m| m.weight > 0);
     Snapshot {
         selector: Selector::new(&members, selector_config),
         slots,
         by_id,
         drained,
+        load: Arc::clone(load),
+        steady: Steady::new(epoch, all_weighted),
     }
 }
 

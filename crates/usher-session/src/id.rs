@@ -102,6 +102,26 @@ impl SessionKey {
     pub const fn as_bytes(&self) -> &[u8; Self::LEN] {
         &self.0
     }
+
+    /// A key for a record that is not a cookie session (a refresh-token family, an idempotency
+    /// record, ...): SHA-256 over a domain separator and `parts`.
+    ///
+    /// Every input is length-prefixed (8-byte big-endian), so `("ab", ["c"])` and `("a", ["bc"])`
+    /// hash differently, and so do different part boundaries. The `domain` keeps the record kinds
+    /// apart from each other and from session keys (which hash 32 raw id bytes with no prefix),
+    /// so one store can hold them all without collisions.
+    pub fn derive(domain: &str, parts: &[&[u8]]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"usher-session/derive/v1\0");
+        h.update((domain.len() as u64).to_be_bytes());
+        h.update(domain.as_bytes());
+        h.update((parts.len() as u64).to_be_bytes());
+        for part in parts {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        Self(h.finalize().into())
+    }
 }
 
 impl fmt::Debug for SessionKey {
@@ -153,6 +173,25 @@ mod tests {
         let mut noncanonical = "A".repeat(42);
         noncanonical.push('B');
         assert_eq!(SessionId::parse(&noncanonical), Err(InvalidSessionId));
+    }
+
+    #[test]
+    fn derive_separates_domains_and_part_boundaries() {
+        let a = SessionKey::derive("idem", &[b"alice", b"k1"]);
+        assert_eq!(a, SessionKey::derive("idem", &[b"alice", b"k1"]));
+        assert_ne!(a, SessionKey::derive("refresh", &[b"alice", b"k1"]));
+        assert_ne!(a, SessionKey::derive("idem", &[b"alicek1"]));
+        assert_ne!(a, SessionKey::derive("idem", &[b"alic", b"ek1"]));
+        assert_ne!(
+            SessionKey::derive("ab", &[b"c"]),
+            SessionKey::derive("a", &[b"bc"])
+        );
+        assert_ne!(
+            SessionKey::derive("x", &[]),
+            SessionKey::derive("x", &[b""])
+        );
+        let id = SessionId::random();
+        assert_ne!(SessionKey::derive("", &[&id.0]), id.key());
     }
 
     #[test]

@@ -1,10 +1,8 @@
-//! The conformance suite against [`RedisStore`], each test on its own throwaway `redis-server`
-//! (never the shared one on 6379), plus the cases only a network store has.
+//! The conformance suite against a single-node [`RedisStore`], each test on its own throwaway
+//! `redis-server` from usher-testkit (never the shared one on 6379), plus the cases only a
+//! network store has. Cluster and Sentinel are in `redis_cluster.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,98 +10,7 @@ use usher_session::conformance::{self, CONFIG, T0};
 use usher_session::{
     ErrorClass, Record, RedisOptions, RedisStore, SessionId, SessionKey, SessionStore, StoreError,
 };
-
-/// A `redis-server` child on a loopback port, killed on drop. Nothing is persisted.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// Whether the server on `port` answers and is the process `pid` (not another test's server
-/// that grabbed the port first).
-fn ping(port: u16, pid: u32) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"INFO server\r\n").is_err() {
-        return false;
-    }
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n @ 1..) = s.read(&mut buf) {
-        reply.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&reply);
-        if let Some((_, rest)) = text.split_once("process_id:")
-            && let Some((id, _)) = rest.split_once("\r\n")
-        {
-            return id == pid.to_string();
-        }
-    }
-    false
-}
-
-impl Server {
-    /// Starts a server on a free port (retrying if another process grabbed it).
-    fn start() -> Self {
-        for _ in 0..5 {
-            if let Some(s) = Self::start_on(free_port()) {
-                return s;
-            }
-        }
-        panic!("could not start redis-server on a free port");
-    }
-
-    /// Starts a server on `port`; `None` if it exits (port taken) before answering.
-    fn start_on(port: u16) -> Option<Self> {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "redis-server is not installed (not on PATH); the Redis store tests need it. \
-                 Install it (`apt-get install redis-server`; scripts/test does this)."
-            ),
-            Err(e) => panic!("cannot start redis-server: {e}"),
-        };
-        let mut server = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if ping(port, server.child.id()) {
-                return Some(server);
-            }
-            if server.child.try_wait().unwrap().is_some() {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server on port {port} did not answer within 10 s");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use usher_testkit::redis::RedisServer as Server;
 
 async fn store_with_prefix(server: &Server, prefix: &str) -> RedisStore {
     let opts = RedisOptions::new(server.url()).with_prefix(prefix);
@@ -291,8 +198,7 @@ async fn unavailable_then_reconnects() {
     let key = SessionId::random().key();
     let rec = Record::new(Default::default(), None, T0, 300, 3600);
     store.save(&key, &rec, None, T0).await.unwrap();
-    let port = server.port;
-    server.stop();
+    server.kill();
 
     let started = Instant::now();
     for _ in 0..3 {
@@ -309,7 +215,7 @@ async fn unavailable_then_reconnects() {
         started.elapsed()
     );
 
-    let _server = Server::start_on(port).expect("restart on the same port");
+    server.restart();
     let back = Instant::now();
     let fresh = SessionId::random().key();
     loop {
@@ -329,4 +235,85 @@ async fn unavailable_then_reconnects() {
         }
     }
     assert!(store.load(&fresh, T0).await.unwrap().is_some());
+}
+
+/// Options that cannot work are refused at connect with a reason, before any network traffic.
+#[tokio::test]
+async fn invalid_options_are_clear_errors() {
+    let cases = [
+        (RedisOptions::new("http://127.0.0.1:1/"), "scheme"),
+        (
+            RedisOptions::new("redis+sentinel://127.0.0.1:1"),
+            "master name",
+        ),
+        (
+            RedisOptions::new("redis+cluster://127.0.0.1:x"),
+            "invalid host",
+        ),
+        (
+            RedisOptions::new("redis://127.0.0.1:1/").with_prefix("app{1}:"),
+            "must not contain",
+        ),
+    ];
+    for (opts, want) in cases {
+        let err = RedisStore::connect_with(opts.clone(), CONFIG)
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Unavailable, "{err:?}");
+        let source = std::error::Error::source(&err).expect("source kept");
+        let invalid = source
+            .downcast_ref::<usher_session::InvalidRedisOptions>()
+            .unwrap_or_else(|| panic!("{opts:?}: {source}"));
+        assert!(invalid.to_string().contains(want), "{opts:?}: {invalid}");
+    }
+}
+
+/// A user's index lists a session before the session is written, and only re-validated
+/// entries are reported: a stale member (session gone without a delete, or moved to another
+/// user) is never listed, never deletes someone else's session, and is not counted.
+#[tokio::test]
+async fn stale_index_members_are_revalidated() {
+    let (server, store) = setup().await;
+    let mut conn = raw(&server);
+    let gone = SessionId::random().key();
+    let moved = SessionId::random().key();
+    let rec = |user: &str| Record::new(Default::default(), Some(user.into()), T0, 300, 3600);
+    store.save(&gone, &rec("ann"), None, T0).await.unwrap();
+    store.save(&moved, &rec("ann"), None, T0).await.unwrap();
+    let mut to_bob = store.load(&moved, T0).await.unwrap().unwrap();
+    to_bob.user = Some("bob".into());
+    store.save(&moved, &to_bob, Some(1), T0).await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(store.redis_key(&gone))
+        .query(&mut conn)
+        .unwrap();
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("test:u:ann")
+        .arg(0)
+        .arg(-1)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(
+        members.len(),
+        2,
+        "both are still indexed under ann: {members:?}"
+    );
+    assert!(store.sessions_of("ann", T0).await.unwrap().is_empty());
+    assert_eq!(store.delete_user_sessions("ann", T0).await.unwrap(), 0);
+    assert!(
+        store.load(&moved, T0).await.unwrap().is_some(),
+        "bob's session survives ann's logout-everywhere"
+    );
+    assert_eq!(store.sessions_of("bob", T0).await.unwrap().len(), 1);
+    // Members past their absolute expiry are dropped from the index itself.
+    store
+        .save(&SessionId::random().key(), &rec("cy"), None, T0)
+        .await
+        .unwrap();
+    assert!(store.sessions_of("cy", T0 + 3600).await.unwrap().is_empty());
+    let left: i64 = redis::cmd("ZCARD")
+        .arg("test:u:cy")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(left, 0);
 }

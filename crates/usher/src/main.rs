@@ -1,7 +1,9 @@
 //! `usher`: one binary for every role. This file only parses arguments and dispatches.
 
+mod lab;
 mod lb;
 mod logging;
+mod shop;
 
 use clap::{Parser, Subcommand};
 
@@ -16,17 +18,26 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// HTTP load balancer with session affinity (sticky sessions).
     Lb(lb::LbCommand),
+    /// Measure every architecture side by side under a fault timeline.
+    Lab(lab::LabCommand),
+    /// The demo web shop (HTML pages and a JSON API on the session tier).
+    Shop(shop::ShopCommand),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    exit_with_parent();
     let result = match cli.command {
         Command::Lb(cmd) => lb::run(cmd),
+        Command::Lab(cmd) => lab::run(cmd),
+        Command::Shop(cmd) => shop::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -35,4 +46,18 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A child the lab started (`USHER_EXIT_WITH_PARENT` set) exits when its stdin closes, which
+/// happens when the lab dies by any means — even `kill -9` — so no server outlives it.
+fn exit_with_parent() {
+    if std::env::var_os(usher_lab::EXIT_WITH_PARENT_ENV).is_none() {
+        return;
+    }
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while let Ok(1..) = std::io::Read::read(&mut stdin, &mut sink) {}
+        std::process::exit(0);
+    });
 }

@@ -5,8 +5,89 @@
 //! unit of weight with exact integer arithmetic: `a` is less loaded than `b` when
 //! `inflight_a × weight_b < inflight_b × weight_a` (in `u128`, so nothing overflows).
 //! Members with weight 0 or not available are never picked.
+//!
+//! # How least-conn stays cheap (measured)
+//!
+//! Least-conn must look at every member, so its cost is the per-member step. Two things made that
+//! step dear and are gone:
+//!
+//! * Weighted sets compared with two `u128` multiplications per member. Now each member's load is
+//!   multiplied once by a factor precomputed at build time, `lcm(weights) / weight`, which keeps
+//!   the order exact (`a/wa < b/wb ⇔ a·(L/wa) < b·(L/wb)`). When the lcm is large or a load so
+//!   large that the product could wrap, the pick is redone with the exact comparison.
+//! * Equal weights (the common case) need no factor at all: the scan reads only the view.
+//!
+//! And the scan stops at the first idle member in its order: cost 0 cannot be beaten, and the
+//! first minimum in scan order is the answer anyway, so this changes no pick. On a pool with
+//! some idle backends that is most of the win; on a busy pool the whole set is still read.
+//! Branch-free variants (packing cost and position into one `u64` and taking the minimum) were
+//! tried and were slower: on baseline x86-64 there is no vector `u64` minimum, and the serial
+//! `min` chain costs more than a well-predicted branch.
+
+use std::ops::Range;
 
 use crate::backend::LoadView;
+
+/// Largest common weight (lcm of the member weights) for which least-conn compares scaled loads.
+const MAX_COMMON_WEIGHT: u64 = 1 << 20;
+
+/// Loads below this, times a scale of at most [`MAX_COMMON_WEIGHT`], cannot overflow a `u64`.
+const MAX_LOAD: u64 = 1 << 44;
+
+/// Per-member factors that turn a load into a cost comparable across weights:
+/// `factors[i] = lcm(weights) / weights[i]`, and 0 for a weight-0 member (never eligible).
+/// `factors` is `None` when the lcm exceeds [`MAX_COMMON_WEIGHT`]: picks then use the exact
+/// comparison.
+#[derive(Debug, Default)]
+pub(crate) struct Scales {
+    factors: Option<Box<[u64]>>,
+    kind: Kind,
+}
+
+/// What the factors look like, so the scan can skip work.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Every factor is 1 (all weights equal and > 0): loads are costs and everyone is a member.
+    #[default]
+    Equal,
+    /// Every factor is 0 or 1 (weights > 0 equal, some weight-0 members).
+    Uniform,
+    /// Weights differ: loads are multiplied by their factors.
+    Scaled,
+}
+
+impl Scales {
+    /// Precomputes the factors for `weights` (once per selector build).
+    pub(crate) fn new(weights: &[u32]) -> Self {
+        let mut common = 1u64;
+        for &w in weights.iter().filter(|&&w| w > 0) {
+            let w = u64::from(w);
+            common = common / gcd(common, w) * w;
+            if common > MAX_COMMON_WEIGHT {
+                return Self::default();
+            }
+        }
+        let factors: Box<[u64]> = weights
+            .iter()
+            .map(|&w| if w == 0 { 0 } else { common / u64::from(w) })
+            .collect();
+        let kind = if factors.iter().all(|&f| f == 1) {
+            Kind::Equal
+        } else if factors.iter().all(|&f| f <= 1) {
+            Kind::Uniform
+        } else {
+            Kind::Scaled
+        };
+        Self {
+            factors: Some(factors),
+            kind,
+        }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
 
 /// Whether member `i` may take new work: weight > 0 and available.
 fn eligible(weights: &[u32], view: &(impl LoadView + ?Sized), i: usize) -> bool {
@@ -24,7 +105,7 @@ fn lighter(load_a: u64, weight_a: u32, load_b: u64, weight_b: u32) -> bool {
 /// loaded members share new work instead of the lowest index always winning.
 pub(crate) fn least_conn(
     weights: &[u32],
-    uniform: bool,
+    scales: &Scales,
     view: &(impl LoadView + ?Sized),
     random: u64,
 ) -> Option<usize> {
@@ -34,19 +115,106 @@ pub(crate) fn least_conn(
     }
     // ⌊random · n / 2^64⌋: uniform like `random mod n`, without a division.
     let start = ((u128::from(random) * n as u128) >> 64) as usize;
-    let mut best = Best::NONE;
-    if uniform {
-        best.scan::<true>(&weights[start..], start, view);
-        best.scan::<true>(&weights[..start], 0, view);
-    } else {
-        best.scan::<false>(&weights[start..], start, view);
-        best.scan::<false>(&weights[..start], 0, view);
+    if let Some(factors) = &scales.factors
+        && let Some(answer) = scaled_min(factors, scales.kind, view, start)
+    {
+        return answer;
     }
+    let mut best = Best::NONE;
+    best.scan(&weights[start..], start, view);
+    best.scan(&weights[..start], 0, view);
     (best.weight > 0).then_some(best.index)
 }
 
-/// The lightest member seen so far. [`Best::NONE`] has load 1 and weight 0, an infinite load per
-/// weight that any eligible member beats, so the scan needs no special first case.
+/// The scaled scan (see the module docs): `Some(answer)`, or `None` when a scanned member's load
+/// is so large that its scaled cost might have wrapped, and the exact scan must decide.
+fn scaled_min(
+    scales: &[u64],
+    kind: Kind,
+    view: &(impl LoadView + ?Sized),
+    start: usize,
+) -> Option<Option<usize>> {
+    let mut best = Cheapest {
+        cost: u64::MAX,
+        index: usize::MAX,
+        loads: 0,
+    };
+    let n = scales.len();
+    // Each half returns early on an idle member; `||` then skips the other half.
+    let _ = match kind {
+        Kind::Equal => {
+            best.scan::<EQUAL>(scales, start..n, view) || best.scan::<EQUAL>(scales, 0..start, view)
+        }
+        Kind::Uniform => {
+            best.scan::<UNIFORM>(scales, start..n, view)
+                || best.scan::<UNIFORM>(scales, 0..start, view)
+        }
+        Kind::Scaled => {
+            best.scan::<SCALED>(scales, start..n, view)
+                || best.scan::<SCALED>(scales, 0..start, view)
+        }
+    };
+    if best.loads >= MAX_LOAD {
+        return None;
+    }
+    Some((best.index != usize::MAX).then_some(best.index))
+}
+
+/// [`Cheapest::scan`] modes, one per [`Kind`] (const generics take no enums).
+const EQUAL: u8 = 0;
+const UNIFORM: u8 = 1;
+const SCALED: u8 = 2;
+
+/// The cheapest member seen so far by [`scaled_min`], and the OR of every load it read (a
+/// bound on the largest, to know whether any cost could have wrapped).
+struct Cheapest {
+    cost: u64,
+    index: usize,
+    loads: u64,
+}
+
+impl Cheapest {
+    /// Scans members `range` (within `scales`) in order; `true` when it met an idle member,
+    /// which nothing later can beat (cost 0), so the caller stops there. `MODE` skips what the
+    /// [`Kind`] makes redundant: reading the scale (`EQUAL`) and multiplying by it (all but
+    /// `SCALED`), the two costs that made weighted least-conn slower than unweighted.
+    fn scan<const MODE: u8>(
+        &mut self,
+        scales: &[u64],
+        range: Range<usize>,
+        view: &(impl LoadView + ?Sized),
+    ) -> bool {
+        let scales = scales.get(range.clone()).unwrap_or_default();
+        for (i, &scale) in range.zip(scales) {
+            let eligible = if MODE == EQUAL {
+                view.available(i)
+            } else {
+                (scale > 0) & view.available(i)
+            };
+            if eligible {
+                let load = view.inflight(i);
+                // Also in the unscaled modes: a load of `u64::MAX` would tie with "none yet".
+                self.loads |= load;
+                let cost = if MODE == SCALED {
+                    load.wrapping_mul(scale)
+                } else {
+                    load
+                };
+                if cost < self.cost {
+                    (self.cost, self.index) = (cost, i);
+                    if cost == 0 {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+}
+
+/// The lightest member seen so far, for the exact (unpacked) scan. [`Best::NONE`] has load 1 and
+/// weight 0, an infinite load per weight that any eligible member beats, so the scan needs no
+/// special first case.
 struct Best {
     index: usize,
     load: u64,
@@ -60,23 +228,12 @@ impl Best {
         weight: 0,
     };
 
-    /// Scans members `first..first + weights.len()` in order. `UNIFORM`: every weight > 0 is the
-    /// same, so comparing loads is comparing loads per weight (and skips two multiplications).
-    fn scan<const UNIFORM: bool>(
-        &mut self,
-        weights: &[u32],
-        first: usize,
-        view: &(impl LoadView + ?Sized),
-    ) {
+    /// Scans members `first..first + weights.len()` in order.
+    fn scan(&mut self, weights: &[u32], first: usize, view: &(impl LoadView + ?Sized)) {
         for (i, &weight) in (first..).zip(weights) {
-            if (weight > 0) & view.available(i) {
+            if (weight > 0) && view.available(i) {
                 let load = view.inflight(i);
-                let better = if UNIFORM {
-                    (self.weight == 0) | (load < self.load)
-                } else {
-                    lighter(load, weight, self.load, self.weight)
-                };
-                if better {
+                if lighter(load, weight, self.load, self.weight) {
                     *self = Self {
                         index: i,
                         load,
@@ -135,9 +292,8 @@ fn next_eligible(
 mod tests {
     use super::*;
 
-    fn uniform(weights: &[u32]) -> bool {
-        let mut positive = weights.iter().filter(|&&w| w > 0);
-        positive.next().is_none_or(|&w| positive.all(|&v| v == w))
+    fn scales(weights: &[u32]) -> Scales {
+        Scales::new(weights)
     }
 
     #[test]
@@ -145,12 +301,12 @@ mod tests {
         let ms = &[1, 1, 1];
         let view = [(true, 5), (true, 2), (true, 7)];
         for r in 0..10 {
-            assert_eq!(least_conn(ms, uniform(ms), &view[..], r), Some(1));
+            assert_eq!(least_conn(ms, &scales(ms), &view[..], r), Some(1));
         }
         // 4 in flight on weight 4 (1 per unit) beats 2 on weight 1.
         let ms = &[1, 4];
         assert_eq!(
-            least_conn(ms, uniform(ms), &[(true, 2), (true, 4)][..], 0),
+            least_conn(ms, &scales(ms), &[(true, 2), (true, 4)][..], 0),
             Some(1)
         );
     }
@@ -172,21 +328,64 @@ mod tests {
     fn least_conn_skips_unavailable_and_zero_weight() {
         let ms = &[1, 0, 1];
         let view = [(false, 0), (true, 0), (true, 9)];
-        assert_eq!(least_conn(ms, uniform(ms), &view[..], 0), Some(2));
-        assert_eq!(least_conn(ms, uniform(ms), &[(false, 0); 3][..], 0), None);
-        assert_eq!(least_conn(&[], uniform(&[]), &[][..], 0), None);
+        assert_eq!(least_conn(ms, &scales(ms), &view[..], 0), Some(2));
+        assert_eq!(least_conn(ms, &scales(ms), &[(false, 0); 3][..], 0), None);
+        assert_eq!(least_conn(&[], &scales(&[]), &[][..], 0), None);
     }
 
     #[test]
-    fn uniform_and_general_scans_agree() {
+    fn packed_and_exact_scans_agree() {
+        let exact = Scales::default();
+        for ms in [&[2, 2, 0, 2, 2][..], &[1, 2, 0, 3, 6]] {
+            let view = [(true, 4), (true, 1), (true, 0), (false, 0), (true, 1)];
+            for r in 0..10 {
+                let packed = least_conn(ms, &scales(ms), &view[..], r);
+                assert_eq!(packed, least_conn(ms, &exact, &view[..], r));
+            }
+        }
         let ms = &[2, 2, 0, 2, 2];
         let view = [(true, 4), (true, 1), (true, 0), (false, 0), (true, 1)];
-        for r in 0..10 {
-            let fast = least_conn(ms, true, &view[..], r);
-            assert_eq!(fast, least_conn(ms, false, &view[..], r));
-            assert!(matches!(fast, Some(1 | 4)));
+        assert!(matches!(
+            least_conn(ms, &scales(ms), &view[..], 7),
+            Some(1 | 4)
+        ));
+    }
+
+    #[test]
+    fn scales_are_lcm_over_weight_or_absent() {
+        let s = Scales::new(&[1, 2, 0, 3]);
+        assert_eq!(s.factors.as_deref(), Some(&[6, 3, 0, 2][..]));
+        assert_eq!(s.kind, Kind::Scaled);
+        let s = Scales::new(&[5, 0, 5]);
+        assert_eq!(s.factors.as_deref(), Some(&[1, 0, 1][..]));
+        assert_eq!(s.kind, Kind::Uniform);
+        assert_eq!(Scales::new(&[7, 7]).kind, Kind::Equal);
+        assert_eq!(Scales::new(&[]).factors.as_deref(), Some(&[][..]));
+        // Coprime weights whose lcm passes the limit: exact comparisons only.
+        assert!(Scales::new(&[1021, 1031, 1033]).factors.is_none());
+        assert!(Scales::new(&[u32::MAX, 1]).factors.is_none());
+    }
+
+    #[test]
+    fn huge_loads_fall_back_to_the_exact_scan() {
+        // Scaled loads that cannot be packed (or saturate) still give the exact answer.
+        let ms = &[1, 2, 1];
+        let view = [(true, u64::MAX), (true, u64::MAX - 1), (true, u64::MAX)];
+        assert_eq!(least_conn(ms, &scales(ms), &view[..], 0), Some(1));
+        let view = [(true, 1 << 62), (false, 0), (true, (1 << 62) - 1)];
+        for r in [0, u64::MAX / 2, u64::MAX] {
+            assert_eq!(least_conn(ms, &scales(ms), &view[..], r), Some(2));
         }
-        assert!(uniform(&[0, 3, 3, 0]) && uniform(&[]) && !uniform(&[1, 2]));
+        // Huge loads on ineligible members do not force the fallback, nor win.
+        let view = [(false, u64::MAX), (true, 3), (true, 2)];
+        // 3 in flight on weight 2 (1.5 each) beats 2 on weight 1.
+        assert_eq!(least_conn(ms, &scales(ms), &view[..], 0), Some(1));
+        assert_eq!(
+            scaled_min(&[1, 1, 1], Kind::Equal, &view[..], 0),
+            Some(Some(2))
+        );
+        let one = [(true, 9)];
+        assert_eq!(least_conn(&[4], &scales(&[4]), &one[..], u64::MAX), Some(0));
     }
 
     #[test]
@@ -197,7 +396,7 @@ mod tests {
         for k in 0..4u64 {
             // One random value from each quarter of the u64 range: each start once.
             let r = k * (u64::MAX / 4) + 12_345;
-            if let Some(i) = least_conn(ms, uniform(ms), &view[..], r) {
+            if let Some(i) = least_conn(ms, &scales(ms), &view[..], r) {
                 seen[i] += 1;
             }
         }

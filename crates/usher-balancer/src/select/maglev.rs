@@ -50,7 +50,7 @@
 
 mod build;
 
-use crate::backend::{LoadView, Member};
+use crate::backend::{LoadTotals, LoadView, Member};
 
 /// Candidate table sizes: for each power of two from 2^17 to 2^24, the smallest prime above it
 /// that is 2 mod 3 (so that cubing permutes the slots).
@@ -115,7 +115,7 @@ impl Table {
     /// view changes underneath (live atomics) and nothing meets the cap, the first eligible member
     /// on the walk is returned; if the walk saw none, the first eligible member in index order from
     /// `hash mod len`. The walk is at most `M` slots; members already rejected are skipped by a
-    /// small bitset.
+    /// small bitset. The counts come from [`LoadView::totals`].
     pub(crate) fn lookup(
         &self,
         weights: &[u32],
@@ -123,16 +123,12 @@ impl Table {
         hash: u64,
         factor: f64,
     ) -> Option<usize> {
-        // The one O(n) pass of a pick. The sum of in-flight counts cannot reach 2^64 (it counts
-        // live requests), so a plain wrapping add keeps the loop short.
-        let mut eligible = 0u64;
-        let mut total = 0u64;
-        for (i, &w) in weights.iter().enumerate() {
-            if (w > 0) & view.available(i) {
-                eligible += 1;
-                total = total.wrapping_add(view.inflight(i));
-            }
-        }
+        // The mean comes from the view: O(1) when it keeps pool-wide counters, else the one
+        // O(n) pass of a pick. The walk itself usually stops at its first or second slot.
+        let LoadTotals {
+            members: eligible,
+            inflight: total,
+        } = view.totals(weights);
         if eligible == 0 {
             return None;
         }

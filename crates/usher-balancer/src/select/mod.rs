@@ -97,8 +97,8 @@ pub struct Selector {
     members: Vec<Member>,
     /// `members[i].weight`, contiguous for the request-path scans.
     weights: Box<[u32]>,
-    /// Whether every weight > 0 is the same (least-conn then compares plain loads).
-    uniform: bool,
+    /// Least-conn's per-member cost factors (built only for [`Policy::LeastConn`]).
+    scales: least_conn::Scales,
     policy: Policy,
     balance_factor: f64,
     schedule: round_robin::Schedule,
@@ -125,8 +125,10 @@ impl Selector {
     pub fn new(members: &[Member], config: &SelectorConfig) -> Self {
         let balance_factor = sanitize_factor(config.balance_factor);
         let weights: Box<[u32]> = members.iter().map(|m| m.weight).collect();
-        let mut positive = weights.iter().filter(|&&w| w > 0);
-        let uniform = positive.next().is_none_or(|&w| positive.all(|&v| v == w));
+        let scales = match config.policy {
+            Policy::LeastConn => least_conn::Scales::new(&weights),
+            _ => least_conn::Scales::default(),
+        };
         let schedule = match config.policy {
             Policy::RoundRobin => round_robin::Schedule::build(&weights),
             _ => round_robin::Schedule::default(),
@@ -134,7 +136,7 @@ impl Selector {
         Self {
             members: members.to_vec(),
             weights,
-            uniform,
+            scales,
             policy: config.policy,
             balance_factor,
             schedule,
@@ -207,7 +209,7 @@ impl Selector {
     ) -> Option<usize> {
         match self.policy {
             Policy::RoundRobin => self.schedule.pick(&self.weights, view),
-            Policy::LeastConn => least_conn::least_conn(&self.weights, self.uniform, view, random),
+            Policy::LeastConn => least_conn::least_conn(&self.weights, &self.scales, view, random),
             Policy::P2c => least_conn::p2c(&self.weights, view, random),
             Policy::Maglev => self.pick_hashed(view, hash.unwrap_or(random)),
         }

@@ -1,0 +1,117 @@
+//! The shared store the `shared`, `jwt` and `hybrid` architectures use.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+
+/// Which shared store to use (`--store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// One SQLite file per architecture run in the lab's directory: the embedded default.
+    Sqlite,
+    /// A `redis://…`, `redis+cluster://…` or `postgres://…` URL of a server the user runs.
+    Url(String),
+    /// A private `redis-server` the lab starts (needs redis-server installed).
+    PrivateRedis,
+}
+
+impl StoreChoice {
+    /// Parses `--store`: `sqlite`, `redis` (private server), or a URL.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "sqlite" => Ok(Self::Sqlite),
+            "redis" => Ok(Self::PrivateRedis),
+            url if url.starts_with("redis://")
+                || url.starts_with("redis+cluster://")
+                || url.starts_with("redis+sentinel://")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://") =>
+            {
+                Ok(Self::Url(url.to_owned()))
+            }
+            other => Err(format!(
+                "unknown store {other:?}: expected sqlite, redis, redis://…, redis+cluster://… or postgres://…"
+            )),
+        }
+    }
+
+    /// The kind, for reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::PrivateRedis => "redis",
+            Self::Url(u) if u.starts_with("redis+cluster") => "redis-cluster",
+            Self::Url(u) if u.starts_with("redis") => "redis",
+            Self::Url(_) => "postgres",
+        }
+    }
+}
+
+/// A private `redis-server`, killed on drop.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    _child: Child,
+    /// `redis://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl PrivateRedis {
+    /// Starts `redis-server` on a free loopback port with nothing persisted, in `dir`.
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start redis-server (is it installed? apt-get install redis-server)")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(Self {
+                    _child: child,
+                    url: format!("redis://127.0.0.1:{port}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bail!("redis-server did not accept connections on port {port} within 10 s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_store_choices() {
+        assert_eq!(StoreChoice::parse("sqlite").unwrap(), StoreChoice::Sqlite);
+        assert_eq!(
+            StoreChoice::parse("redis").unwrap(),
+            StoreChoice::PrivateRedis
+        );
+        assert_eq!(
+            StoreChoice::parse("postgres://x/y").unwrap().kind(),
+            "postgres"
+        );
+        assert_eq!(
+            StoreChoice::parse("redis+cluster://a:1").unwrap().kind(),
+            "redis-cluster"
+        );
+        assert!(
+            StoreChoice::parse("mysql://x")
+                .unwrap_err()
+                .contains("expected sqlite")
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! Usher's demo web shop: the application every architecture in Usher's lab runs.
+//!
+//! A small but real web app — accounts, a catalogue, a cart, checkout, order history,
+//! preferences and video watch progress — whose *durable* data (users, orders) lives in a
+//! database (`--db`) and whose *session* state (who is signed in, the cart, preferences,
+//! progress) lives in the session tier (`--sessions`, [`usher_session`]). Which store holds the
+//! sessions is what makes a web tier stateful or stateless: with `memory`, each shop process has
+//! its own sessions and a user routed to another shop is visibly signed out (401 from `/api/me`,
+//! an empty cart); with a shared store any shop serves any user.
+//!
+//! # HTTP contract (the lab and its virtual users depend on it)
+//!
+//! Every response, errors included, carries `X-Served-By: <id>`. Errors are JSON
+//! `{"error": "<code>", "message": "…", …}` with a 4xx status for bad input and 503 with
+//! `Retry-After` when the session store or database is down.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /healthz` | `{status: "ok", server}` (no session, no database) |
+//! | `POST /api/signup {user, password}` | 201 `{user, server}`; 409 `user_exists`; does not sign in |
+//! | `POST /api/login {user, password}` | `{user, server, store}`; 401 `bad_credentials` |
+//! | `POST /api/logout` | `{signed_out: true, server}` |
+//! | `POST /api/logout-everywhere` | `{sessions_ended, server}`; 401 if not signed in |
+//! | `GET /api/me` | `{user, server, store}`; 401 `not_signed_in` |
+//! | `GET /api/cart` | `{items: [{sku, name, qty, price_cents, line_cents}], count, total_cents, server}` |
+//! | `POST /api/cart/items {sku, qty}` | `{sku, qty, server}` (the line's new quantity); 401; 422 `unknown_sku` / `invalid_qty` (1..=100) / `cart_line_full` (1000) |
+//! | `DELETE /api/cart/items/{sku}` | `{sku, qty: 0, server}`; 401; 404 `unknown_sku` |
+//! | `GET`, `PUT /api/prefs {theme?, language?}` | `{theme: light\|dark, language: en\|de\|fr}` |
+//! | `PUT /api/progress/{video} {seconds}` | `{video, seconds, server}` (`GET` reads it back) |
+//! | `POST /api/checkout` | 201 `{id, user, items, total_cents, created_at, server}`; 409 `cart_empty`; 401 |
+//! | `GET /api/orders` | `{orders: [order…], count, server}`, newest first; 401 |
+//!
+//! Bodies: `Content-Type: application/json` (else 415), at most 16 KiB (else 413), UTF-8 (else
+//! 400 `not_utf8`), valid JSON (else 400 `bad_json`), no unknown or missing fields and in-range
+//! numbers (else 422 `invalid_body`). Unknown routes are 404 and wrong methods 405, both JSON.
+//! `Idempotency-Key` on checkout is accepted and ignored for now.
+//!
+//! `store` in `/api/me` is the session store's kind: `memory`, `sqlite`, `redis`,
+//! `redis-cluster`, `redis-sentinel` or `postgres`. The session cookie is `usher_sid` (HttpOnly,
+//! SameSite=Lax); the load balancer's affinity cookie is a different one.
+//!
+//! `GET /` is the same shop as server-rendered HTML with forms posting to `/login`, `/signup`,
+//! `/logout`, `/cart/add`, `/cart/remove`, `/checkout` and `/prefs`.
+//!
+//! The library never binds: [`run`] (or [`Shop::open`] then [`Shop::serve`]) takes a bound
+//! listener, so tests and the CLI choose ports.
+
+pub mod api;
+pub mod auth;
+pub mod catalogue;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod pages;
+pub mod password;
+pub mod sessions;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use usher_session::SessionStore;
+
+pub use config::{AuthMode, DbSpec, JwtSettings, SessionsSpec, ShopConfig};
+pub use error::{ApiError, ShopError};
+pub use password::PasswordCost;
+pub use usher_session::jwt::{Algorithm as JwtAlgorithm, RevocationCheck};
+
+use crate::db::Db;
+use crate::password::Hasher;
+use crate::state::AppState;
+
+/// The header naming the shop that served a response.
+pub const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
+
+/// A shop with its stores open, ready to serve.
+#[derive(Debug)]
+pub struct Shop {
+    router: Router,
+    store: Arc<dyn SessionStore>,
+    purge: bool,
+}
+
+impl Shop {
+    /// Opens the database and the session store and builds the routes. Fails (without serving)
+    /// if a flag is invalid or a store cannot be reached.
+    pub async fn open(config: ShopConfig) -> Result<Self, ShopError> {
+        let served_by = config.served_by()?;
+        let cost = config.password_cost;
+        let hasher = tokio::task::spawn_blocking(move || Hasher::new(cost))
+            .await
+            .map_err(password::PasswordError::Task)??;
+        let db = Db::open(&config.db).await.map_err(|source| ShopError::Db {
+            spec: config.db.to_string(),
+            source,
+        })?;
+        let store = sessions::open_store(&config).await?;
+        let jwt = match config.auth {
+            AuthMode::Session => None,
+            AuthMode::Jwt => Some(Arc::new(auth::JwtAuth::open(
+                &config.jwt,
+                Arc::clone(&store),
+                config.secure_cookie,
+            )?)),
+        };
+        let state = AppState::new(state::Inner {
+            id: config.id.clone(),
+            store_kind: config.sessions.kind(),
+            db,
+            hasher,
+            auth: config.auth,
+            jwt: jwt.clone(),
+            checkout_delay: config.test_checkout_delay,
+        });
+        let session_layer = sessions::layer(Arc::clone(&store), &config);
+        let lease = config.idempotency_lease;
+        let app = match jwt {
+            None => {
+                let checkout = api::idempotent::wrap(
+                    api::checkout::router(),
+                    Arc::clone(&store),
+                    lease,
+                    api::idempotent::session_user,
+                );
+                api::router()
+                    .merge(checkout)
+                    .merge(pages::router())
+                    .layer(session_layer)
+            }
+            Some(jwt) => {
+                let checkout = api::idempotent::wrap(
+                    api::jwt_checkout_router(),
+                    Arc::clone(&store),
+                    lease,
+                    api::idempotent::token_user,
+                );
+                let api = api::jwt_router()
+                    .merge(checkout)
+                    .layer(axum::middleware::from_fn(move |req, next| {
+                        auth::authenticate(Arc::clone(&jwt), req, next)
+                    }));
+                // The HTML pages keep cookie sessions (in the shared store) in both modes.
+                api.merge(pages::router().layer(session_layer))
+                    .route("/.well-known/jwks.json", get(api::token::jwks))
+            }
+        };
+        let router = Router::new()
+            .route("/healthz", get(healthz))
+            .merge(app)
+            .fallback(|| async { ApiError::not_found() })
+            .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+            // Forms are read by axum's extractor; JSON bodies by `ApiJson`, which has its own cap.
+            .layer(DefaultBodyLimit::max(api::body::MAX_BODY))
+            .layer(axum::middleware::map_response(move |res: Response| {
+                let v = served_by.clone();
+                async move { stamp(res, v) }
+            }))
+            .with_state(state);
+        Ok(Self {
+            router,
+            store,
+            purge: sessions::needs_purge(&config.sessions),
+        })
+    }
+
+    /// The routes, e.g. to serve them with another server.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ShopError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let purge = self
+            .purge
+            .then(|| tokio::spawn(sessions::purge_loop(Arc::clone(&self.store), stop_rx)));
+        let result = axum::serve(listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ShopError::Serve);
+        let _ = stop_tx.send(true);
+        if let Some(task) = purge {
+            let _ = task.await;
+        }
+        result
+    }
+}
+
+/// Opens the shop and serves on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: ShopConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ShopError> {
+    Shop::open(config).await?.serve(listener, shutdown).await
+}
+
+fn stamp(mut res: Response, served_by: HeaderValue) -> Response {
+    res.headers_mut().insert(SERVED_BY, served_by);
+    res
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok", "server": state.id }))
+}
