@@ -305,8 +305,10 @@ impl SessionStore for RedisStore {
             .saturating_add(self.config.tombstone_secs)
             .max(1);
         let mut conn = self.conn.clone();
-        if let Some(user) = &record.user {
-            // Index first, so a session never exists unlisted (see the type's docs).
+        // Index first, so a session never exists unlisted (see the type's docs): in the same
+        // script off a cluster, as a separate step on one (the keys live in different slots).
+        let one_script = record.user.is_some() && !conn.is_cluster();
+        if let (Some(user), false) = (&record.user, one_script) {
             let _: i64 = self
                 .scripts
                 .index_add
@@ -319,9 +321,12 @@ impl SessionStore for RedisStore {
                 .await
                 .map_err(unavailable)?;
         }
-        let (code, n): (i64, i64) = self
-            .scripts
-            .save
+        let mut invocation = if one_script {
+            self.scripts.index_then_save.prepare_invoke()
+        } else {
+            self.scripts.save.prepare_invoke()
+        };
+        invocation
             .key(self.keys.session(key))
             .key(self.keys.tombstone(key))
             .arg(now)
@@ -333,7 +338,11 @@ impl SessionStore for RedisStore {
             .arg(time(record.last_seen_at))
             .arg(time(record.idle_expires_at))
             .arg(exp)
-            .arg(ttl)
+            .arg(ttl);
+        if let (Some(user), true) = (&record.user, one_script) {
+            invocation.key(self.keys.user(user)).arg(hex(key));
+        }
+        let (code, n): (i64, i64) = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
