@@ -31,7 +31,10 @@ fn data() -> SessionData {
     d.insert("cart:mug", json!(1));
     d.insert("prefs", json!({"theme": "dark", "lang": "en"}));
     d.insert("progress", json!({"intro-video": 125, "howto": 40}));
-    d.insert("csrf", json!("c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee"));
+    d.insert(
+        "csrf",
+        json!("c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee"),
+    );
     d
 }
 

@@ -34,7 +34,10 @@ fn main() {
     data.insert("cart:mug", json!(1));
     data.insert("prefs", json!({"theme": "dark", "lang": "en"}));
     data.insert("progress", json!({"intro-video": 125, "howto": 40}));
-    data.insert("csrf", json!("c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee"));
+    data.insert(
+        "csrf",
+        json!("c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee"),
+    );
     let payload = data.encode().unwrap().len();
     let before = rss_bytes();
     let now = 1_700_000_000;
