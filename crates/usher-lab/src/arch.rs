@@ -82,8 +82,9 @@ impl Architecture {
     }
 
     /// `usher shop` flags that choose sessions and authentication. `shared_store` is the
-    /// `--sessions` value of the shared store.
-    pub fn shop_args(self, shared_store: &str) -> Vec<String> {
+    /// `--sessions` value of the shared store; `dir` is the run's directory, where the token
+    /// architecture keeps the signing keys every shop shares (the first shop creates the file).
+    pub fn shop_args(self, shared_store: &str, dir: &std::path::Path) -> Vec<String> {
         let mut args = vec!["--sessions".to_owned()];
         if self.memory_sessions() {
             args.push("memory".to_owned());
@@ -91,7 +92,8 @@ impl Architecture {
             args.push(shared_store.to_owned());
         }
         if self == Self::Jwt {
-            args.extend(["--auth".to_owned(), "jwt".to_owned()]);
+            let keys = dir.join("jwt-keys.json").display().to_string();
+            args.extend(["--auth".into(), "jwt".into(), "--jwt-keys".into(), keys]);
         }
         args
     }
@@ -166,7 +168,7 @@ mod tests {
     #[test]
     fn memory_architectures_never_get_the_shared_store() {
         for a in Architecture::ALL {
-            let args = a.shop_args("sqlite:/x.db");
+            let args = a.shop_args("sqlite:/x.db", std::path::Path::new("/run"));
             assert_eq!(args[1] == "memory", a.memory_sessions(), "{a}");
         }
     }

@@ -177,7 +177,8 @@ impl Fleet {
     }
 }
 
-async fn start_shop(spec: &FleetSpec, n: usize) -> anyhow::Result<(Proc, SocketAddr)> {
+/// Starts shop `n` (`shop-N`) as the spec says; returns it and the address it bound.
+pub(crate) async fn start_shop(spec: &FleetSpec, n: usize) -> anyhow::Result<(Proc, SocketAddr)> {
     let mut args: Vec<String> = vec![
         "shop".into(),
         "--listen".into(),
@@ -187,7 +188,7 @@ async fn start_shop(spec: &FleetSpec, n: usize) -> anyhow::Result<(Proc, SocketA
         "--db".into(),
         spec.db.clone(),
     ];
-    args.extend(spec.arch.shop_args(&spec.shared_store));
+    args.extend(spec.arch.shop_args(&spec.shared_store, &spec.dir));
     args.extend(spec.shop_extra.iter().cloned());
     let log = log_path(&spec.dir, n);
     let p = Proc::start(&spec.bin, &args, "ready", log, READY_TIMEOUT)

@@ -9,11 +9,13 @@
 //! ordinal at 75 %. Everything it starts is stopped when the run ends, and killed if the lab dies.
 //!
 //! Modules: [`arch`] (what is compared), `procs`/`fleet` (the processes), `client`/`user` (the
-//! virtual users), `stats` (what they saw), [`report`] (figures, verdicts, table, JSON).
+//! virtual users), `stats` (what they saw), [`report`] (figures, verdicts, table, JSON), and
+//! [`live`]: one architecture running live with a dashboard (`usher up`).
 
 pub mod arch;
 mod client;
 mod fleet;
+pub mod live;
 mod procs;
 pub mod report;
 mod run;

@@ -107,6 +107,11 @@ impl Proc {
             .with_context(|| format!("ready line field `{field}` is not an address: {v}"))
     }
 
+    /// Whether the process has exited (by itself or by a signal), without waiting.
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// `kill -9`: the process gets no chance to clean up (a crashed server).
     pub async fn kill(&mut self) {
         let _ = self.child.start_kill();

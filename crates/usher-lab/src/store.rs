@@ -1,7 +1,7 @@
 //! The shared store the `shared`, `jwt` and `hybrid` architectures use.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,9 @@ impl StoreChoice {
 /// A private `redis-server`, killed on drop.
 #[derive(Debug)]
 pub struct PrivateRedis {
-    _child: Child,
+    child: Child,
+    port: u16,
+    dir: PathBuf,
     /// `redis://127.0.0.1:PORT`.
     pub url: String,
 }
@@ -63,30 +65,57 @@ impl PrivateRedis {
     /// Starts `redis-server` on a free loopback port with nothing persisted, in `dir`.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start redis-server (is it installed? apt-get install redis-server)")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(Self {
-                    _child: child,
-                    url: format!("redis://127.0.0.1:{port}"),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        bail!("redis-server did not accept connections on port {port} within 10 s")
+        let child = spawn_on(dir, port).await?;
+        Ok(Self {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            url: format!("redis://127.0.0.1:{port}"),
+        })
     }
+
+    /// Stops the server (SIGKILL: an outage, not a shutdown) and starts a new one on the same
+    /// port, so clients holding the URL reconnect to it. Nothing is persisted, so every session
+    /// it held is gone: this is what a store outage costs a memory-only Redis.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        self.child = spawn_on(&self.dir, self.port).await?;
+        Ok(())
+    }
+
+    /// Stops the server and waits for it to exit.
+    pub async fn stop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// Starts `redis-server` on `port` and waits (bounded) until it accepts connections.
+async fn spawn_on(dir: &Path, port: u16) -> anyhow::Result<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start redis-server (is it installed? apt-get install redis-server)")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("redis-server exited at once ({status}); is port {port} taken?");
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("redis-server did not accept connections on port {port} within 10 s")
 }
 
 #[cfg(test)]

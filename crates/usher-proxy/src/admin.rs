@@ -59,16 +59,20 @@ pub async fn serve_admin(
     token: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = AdminState {
-        lb,
-        token: token.filter(|t| !t.is_empty()).map(Arc::from),
-    };
-    axum::serve(listener, router(state))
+    axum::serve(listener, admin_router(lb, token, Router::new()))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-fn router(state: AdminState) -> Router {
+/// The admin API as a router, for a process that serves more on the same listener (`usher up`
+/// adds its dashboard). `extra`'s routes are merged in *before* the bearer-token check is
+/// layered on, so a token, when set, guards them as well; `extra` must not set a fallback (the
+/// admin API's JSON 404 is the fallback) and must not reuse an admin path.
+pub fn admin_router(lb: Arc<Lb>, token: Option<String>, extra: Router) -> Router {
+    let state = AdminState {
+        lb,
+        token: token.filter(|t| !t.is_empty()).map(Arc::from),
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -78,9 +82,10 @@ fn router(state: AdminState) -> Router {
         .route("/backends/{id}/activate", post(activate_backend))
         .route("/affinity/explain", post(explain))
         .route("/reload", post(reload))
+        .with_state(state.clone())
+        .merge(extra)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
-        .layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state, authorize))
 }
 
 async fn authorize(State(s): State<AdminState>, req: Request, next: Next) -> Response {
@@ -329,4 +334,57 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    fn test_lb() -> Arc<Lb> {
+        let backend = crate::BackendSection {
+            id: "b0".parse().unwrap(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+            weight: None,
+        };
+        let raw = crate::FileConfig {
+            backends: vec![toml::Spanned::new(0..0, backend)],
+            ..crate::FileConfig::default()
+        };
+        let config = crate::LbConfig::from_raw(raw, None).unwrap();
+        let keys = crate::load_keys(None, false).unwrap();
+        Lb::new(config, keys).unwrap()
+    }
+
+    /// Status code of `GET path` on a fresh connection, with `auth` as the Authorization value.
+    async fn status(addr: SocketAddr, path: &str, auth: Option<&str>) -> u16 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        text.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_token_guards_merged_routes_too() {
+        let extra = Router::new().route("/extra", get(|| async { "extra" }));
+        let app = admin_router(test_lb(), Some("s3cret".to_owned()), extra);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        assert_eq!(status(addr, "/extra", None).await, 401);
+        assert_eq!(status(addr, "/extra", Some("Bearer nope")).await, 401);
+        assert_eq!(status(addr, "/extra", Some("Bearer s3cret")).await, 200);
+        assert_eq!(status(addr, "/healthz", Some("Bearer s3cret")).await, 200);
+        // The admin API's JSON 404 stays the fallback, behind the token as well.
+        assert_eq!(status(addr, "/nope", None).await, 401);
+        assert_eq!(status(addr, "/nope", Some("Bearer s3cret")).await, 404);
+        server.abort();
+    }
 }

@@ -37,7 +37,7 @@ use usher_balancer::{KeyRing, SelectorConfig};
 
 use live::Live;
 
-pub use admin::{AdminError, check_admin_bind, serve_admin};
+pub use admin::{AdminError, admin_router, check_admin_bind, serve_admin};
 pub use config::{
     AdminConfig, AdminSection, AffinityMode, AppCookieConfig, AppCookieSection, BackendAddr,
     BackendConfig, BackendSection, ConfigError, CookieConfig, CookieSection, FailurePolicy,

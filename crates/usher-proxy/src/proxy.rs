@@ -1,4 +1,11 @@
 //! The request path: hygiene → affinity → selection → forward (with at most one retry) → response.
+//!
+//! Retry safety: a request that failed after it was sent to a backend is resent elsewhere only if
+//! its method is idempotent (`GET`, `HEAD`, `PUT`, `DELETE`, `OPTIONS`, `TRACE`) or it carries an
+//! `Idempotency-Key` header. The header is what makes a `POST` safe to resend: a backend that
+//! honours it (draft-ietf-httpapi-idempotency-key-header; e.g. `usher shop`'s checkout) runs the
+//! request once and answers the copy with 409 or a replay, never a second effect. Refused
+//! connections (nothing was sent) are retried for any method.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

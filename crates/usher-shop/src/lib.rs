@@ -2,11 +2,12 @@
 //!
 //! A small but real web app — accounts, a catalogue, a cart, checkout, order history,
 //! preferences and video watch progress — whose *durable* data (users, orders) lives in a
-//! database (`--db`) and whose *session* state (who is signed in, the cart, preferences,
-//! progress) lives in the session tier (`--sessions`, [`usher_session`]). Which store holds the
-//! sessions is what makes a web tier stateful or stateless: with `memory`, each shop process has
-//! its own sessions and a user routed to another shop is visibly signed out (401 from `/api/me`,
-//! an empty cart); with a shared store any shop serves any user.
+//! database (`--db`) and whose per-user state lives either in the session tier (`--sessions`,
+//! [`usher_session`]; `--auth session`, the default) or, with `--auth jwt`, in database rows keyed
+//! by the user named in a signed token. Which store holds that state is what makes a web tier
+//! stateful or stateless: with `memory` sessions, each shop process has its own and a user routed
+//! to another shop is visibly signed out (401 from `/api/me`, an empty cart); with a shared store,
+//! or with tokens, any shop serves any user.
 //!
 //! # HTTP contract (the lab and its virtual users depend on it)
 //!
@@ -18,29 +19,48 @@
 //! |---|---|
 //! | `GET /healthz` | `{status: "ok", server}` (no session, no database) |
 //! | `POST /api/signup {user, password}` | 201 `{user, server}`; 409 `user_exists`; does not sign in |
-//! | `POST /api/login {user, password}` | `{user, server, store}`; 401 `bad_credentials` |
-//! | `POST /api/logout` | `{signed_out: true, server}` |
-//! | `POST /api/logout-everywhere` | `{sessions_ended, server}`; 401 if not signed in |
-//! | `GET /api/me` | `{user, server, store}`; 401 `not_signed_in` |
+//! | `POST /api/login {user, password}` | `{user, server, store, auth}` (jwt: plus `access_token, refresh_token, expires_in, token_type`); 401 `bad_credentials` |
+//! | `POST /api/token/refresh {refresh_token}` | jwt only: a new pair, the old refresh token spent (body optional: else the `usher_rt` cookie); 401 `invalid_token` / `no_refresh_token` |
+//! | `POST /api/logout` | `{signed_out: true, server}` (jwt: revokes the token's refresh family) |
+//! | `POST /api/logout-everywhere` | `{sessions_ended, server}` (jwt: every family of the user); 401 if not signed in |
+//! | `GET /api/me` | `{user, server, store, auth}` (jwt: plus `revocation`); 401 `not_signed_in` / `invalid_token` |
 //! | `GET /api/cart` | `{items: [{sku, name, qty, price_cents, line_cents}], count, total_cents, server}` |
 //! | `POST /api/cart/items {sku, qty}` | `{sku, qty, server}` (the line's new quantity); 401; 422 `unknown_sku` / `invalid_qty` (1..=100) / `cart_line_full` (1000) |
 //! | `DELETE /api/cart/items/{sku}` | `{sku, qty: 0, server}`; 401; 404 `unknown_sku` |
 //! | `GET`, `PUT /api/prefs {theme?, language?}` | `{theme: light\|dark, language: en\|de\|fr}` |
 //! | `PUT /api/progress/{video} {seconds}` | `{video, seconds, server}` (`GET` reads it back) |
-//! | `POST /api/checkout` | 201 `{id, user, items, total_cents, created_at, server}`; 409 `cart_empty`; 401 |
+//! | `POST /api/checkout` + `Idempotency-Key` | 201 `{id, user, items, total_cents, created_at, server}`; 409 `cart_empty`; 401; see below |
 //! | `GET /api/orders` | `{orders: [order…], count, server}`, newest first; 401 |
+//! | `GET /.well-known/jwks.json` | jwt only: the public verification keys (JWKS) |
 //!
 //! Bodies: `Content-Type: application/json` (else 415), at most 16 KiB (else 413), UTF-8 (else
 //! 400 `not_utf8`), valid JSON (else 400 `bad_json`), no unknown or missing fields and in-range
 //! numbers (else 422 `invalid_body`). Unknown routes are 404 and wrong methods 405, both JSON.
-//! `Idempotency-Key` on checkout is accepted and ignored for now.
+//!
+//! **Checkout is idempotent** ([`api::idempotent`]): `Idempotency-Key` is required (400 without
+//! it) and scoped to the signed-in user; the same key while the first request runs → 409 with
+//! `Retry-After`; with another body → 422; after completion → the first answer byte for byte
+//! with `Idempotent-Replayed: true`. Keys are kept 24 h (`Idempotency-Key-Window: 86400`). The
+//! layer's own answers are `application/problem+json`. Records live in the `--sessions` store:
+//! shared stores protect retries that land on another shop, **`memory` only retries to the same
+//! shop**. A shop that dies mid-checkout holds the key until `--idempotency-lease` (60 s) ends.
 //!
 //! `store` in `/api/me` is the session store's kind: `memory`, `sqlite`, `redis`,
-//! `redis-cluster`, `redis-sentinel` or `postgres`. The session cookie is `usher_sid` (HttpOnly,
-//! SameSite=Lax); the load balancer's affinity cookie is a different one.
+//! `redis-cluster`, `redis-sentinel` or `postgres`; `auth` is `session` or `jwt`. The session
+//! cookie is `usher_sid` (HttpOnly, SameSite=Lax); the load balancer's affinity cookie is a
+//! different one.
+//!
+//! **jwt mode** ([`auth`], [`api::token`], [`api::rows`]): requests authenticate with
+//! `Authorization: Bearer <access token>` or the `usher_at` cookie (HttpOnly, `Path=/`); the
+//! refresh token also travels as `usher_rt` (HttpOnly, `Path=/api/token`). Access tokens last 5
+//! minutes (`--jwt-access-ttl`); refresh tokens rotate on every use and a reused one revokes its
+//! family. Keys come from `--jwt-keys FILE` (created if missing, safely when several shops start
+//! together; `usher shop keygen` makes and rotates it). The cart, preferences and progress are
+//! database rows; without a valid token they read as empty/default and cannot be changed.
 //!
 //! `GET /` is the same shop as server-rendered HTML with forms posting to `/login`, `/signup`,
-//! `/logout`, `/cart/add`, `/cart/remove`, `/checkout` and `/prefs`.
+//! `/logout`, `/cart/add`, `/cart/remove`, `/checkout` and `/prefs`. The pages use cookie
+//! sessions in both auth modes.
 //!
 //! The library never binds: [`run`] (or [`Shop::open`] then [`Shop::serve`]) takes a bound
 //! listener, so tests and the CLI choose ports.

@@ -54,7 +54,7 @@ impl AppState {
     /// Waits the test-only checkout delay, if one is set.
     pub async fn checkout_pause(&self) {
         if !self.checkout_delay.is_zero() {
-            tracing::debug!(delay = ?self.checkout_delay, "test checkout delay");
+            tracing::info!(delay = ?self.checkout_delay, "test checkout delay: holding this checkout");
             tokio::time::sleep(self.checkout_delay).await;
         }
     }

@@ -4,6 +4,7 @@ mod lab;
 mod lb;
 mod logging;
 mod shop;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,8 @@ enum Command {
     Lab(lab::LabCommand),
     /// The demo web shop (HTML pages and a JSON API on the session tier).
     Shop(shop::ShopCommand),
+    /// Run one architecture live with a dashboard: kill, add and drain shops while you shop.
+    Up(up::UpCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Lb(cmd) => lb::run(cmd),
         Command::Lab(cmd) => lab::run(cmd),
         Command::Shop(cmd) => shop::run(cmd),
+        Command::Up(cmd) => up::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
