@@ -103,10 +103,36 @@ pub fn passive(lb: &Lb, slot: &BackendSlot, ok: bool) {
     if ok {
         slot.passive_success();
     } else if limit > 0 && slot.passive_failure() >= limit {
+        if !ejection_leaves_enough(lb) {
+            tracing::debug!(backend = %slot.id, "not ejected: half the backends are out already");
+            return;
+        }
         let reason = format!("{limit} failed responses in a row");
         lb.pool
             .eject(slot, live.config.health.passive_backoff, &reason);
     }
+}
+
+/// Whether one more passive ejection still leaves at least half of the backends that could serve
+/// (not draining, passing active checks) taking new work.
+///
+/// When most backends fail at once, the fault is almost always something they share — the session
+/// store or database is down — not the backends. Ejecting them all would turn the app's own 503s
+/// (with their `Retry-After`) into the balancer's, and keep refusing traffic for the whole back-off
+/// after the dependency is back (measured: about 10 s instead of well under one). So passive
+/// ejection stops at half, like Envoy's `max_ejection_percent`. A backend that refuses
+/// connections is not passive ejection: it is taken out regardless (`Pool::eject` from the
+/// forwarding path), and active health checks are not capped either.
+fn ejection_leaves_enough(lb: &Lb) -> bool {
+    let snap = lb.pool.snapshot();
+    let now = lb.pool.now_ms();
+    let could_serve = snap
+        .slots
+        .iter()
+        .filter(|s| s.state(now) != crate::BackendState::Draining && s.check_ok())
+        .count();
+    let serving = snap.slots.iter().filter(|s| s.takes_new(now)).count();
+    serving > could_serve.div_ceil(2)
 }
 
 /// Whether a status counts as a failure for passive ejection.

@@ -81,45 +81,72 @@ async fn active_checks_take_a_dead_backend_down_within_fall_intervals_and_up_aft
 
 #[tokio::test]
 async fn consecutive_5xx_eject_a_backend_for_the_backoff() {
-    let (b0, b1) = (
+    let (b0, b1, b2) = (
         Backend::start("shop-0").await,
         Backend::start("shop-1").await,
+        Backend::start("shop-2").await,
     );
-    let mut cfg = config(&[&b0, &b1]);
+    let mut cfg = config(&[&b0, &b1, &b2]);
     cfg.health.passive_failures = 3;
     cfg.health.passive_backoff = Duration::from_millis(500);
     let lb = TestLb::start(cfg).await;
     let mut c = Client::default();
-    // Round robin: every second /fail lands on each backend; both answer 500.
-    for _ in 0..6 {
-        assert_eq!(
-            c.get(&lb.url("/fail")).await.status,
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
+    // Round robin over 3: /fail hits each backend in turn, and only shop-0 is sent /fail when
+    // its turn comes (the others get /).
+    for round in 0..3 {
+        for (i, path) in ["/fail", "/", "/"].iter().enumerate() {
+            let r = c.get(&lb.url(path)).await;
+            assert_eq!(r.status.is_success(), i != 0, "round {round}, request {i}");
+        }
     }
-    assert!(
-        !up(&lb, "shop-0") && !up(&lb, "shop-1"),
-        "both ejected after 3 failures each"
-    );
-    // All ejected: 503, not a hang and not a request to an ejected backend.
-    let before = b0.count() + b1.count();
-    assert_eq!(
-        c.get(&lb.url("/")).await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    assert_eq!(b0.count() + b1.count(), before);
-    // After the back-off they are tried again; a success clears the count.
-    assert!(
-        support::eventually(Duration::from_secs(3), || up(&lb, "shop-0")
-            && up(&lb, "shop-1"))
-        .await
-    );
-    assert_eq!(c.get(&lb.url("/")).await.status, StatusCode::OK);
+    assert!(!up(&lb, "shop-0"), "ejected after 3 failures in a row");
+    assert!(up(&lb, "shop-1") && up(&lb, "shop-2"));
+    let before = b0.count();
+    for _ in 0..4 {
+        assert_eq!(c.get(&lb.url("/")).await.status, StatusCode::OK);
+    }
+    assert_eq!(b0.count(), before, "nothing is sent to an ejected backend");
+    // After the back-off it is tried again; a success clears the count.
+    assert!(support::eventually(Duration::from_secs(3), || up(&lb, "shop-0")).await);
     // Two failures then a success: no ejection.
     for path in ["/fail", "/fail", "/", "/", "/fail", "/fail"] {
         c.get(&lb.url(path)).await;
     }
-    assert!(up(&lb, "shop-0") && up(&lb, "shop-1"));
+    assert!(up(&lb, "shop-0") && up(&lb, "shop-1") && up(&lb, "shop-2"));
+}
+
+#[tokio::test]
+async fn when_every_backend_fails_at_most_half_are_ejected() {
+    // A shared dependency is down: every backend answers 5xx. Ejecting them all would replace
+    // their answers with the balancer's 503 and keep doing so after the dependency is back.
+    let (b0, b1, b2) = (
+        Backend::start("shop-0").await,
+        Backend::start("shop-1").await,
+        Backend::start("shop-2").await,
+    );
+    let mut cfg = config(&[&b0, &b1, &b2]);
+    cfg.health.passive_failures = 2;
+    cfg.health.passive_backoff = Duration::from_secs(30);
+    let lb = TestLb::start(cfg).await;
+    let mut c = Client::default();
+    for _ in 0..30 {
+        let r = c.get(&lb.url("/fail")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the backend's own answer"
+        );
+    }
+    let ejected = ["shop-0", "shop-1", "shop-2"]
+        .iter()
+        .filter(|id| !up(&lb, id))
+        .count();
+    assert_eq!(
+        ejected, 1,
+        "3 backends: one ejection leaves 2 of 3; a second would leave 1"
+    );
+    // The dependency is back: traffic flows at once, no back-off to wait out.
+    assert_eq!(c.get(&lb.url("/")).await.status, StatusCode::OK);
 }
 
 #[test]
