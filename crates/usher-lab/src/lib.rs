@@ -19,6 +19,7 @@ pub mod live;
 mod procs;
 pub mod report;
 mod run;
+pub mod scenario;
 mod stats;
 mod store;
 mod user;
@@ -31,6 +32,7 @@ use anyhow::Context as _;
 pub use arch::Architecture;
 pub use procs::EXIT_WITH_PARENT_ENV;
 pub use report::{ArchResult, LabReport, render_html, render_table};
+pub use scenario::Scenario;
 pub use store::StoreChoice;
 
 /// Everything a lab run is configured by.
@@ -66,6 +68,8 @@ pub struct LabOptions {
     pub dir: Option<PathBuf>,
     /// Whether this is the `--quick` variant (reported).
     pub quick: bool,
+    /// When the faults happen.
+    pub scenario: Scenario,
 }
 
 impl LabOptions {
@@ -87,6 +91,7 @@ impl LabOptions {
             shop_extra: vec!["--password-cost".to_owned(), "low".to_owned()],
             dir: None,
             quick: false,
+            scenario: Scenario::default(),
         }
     }
 
@@ -118,6 +123,12 @@ pub fn default_skus() -> Vec<String> {
 
 /// Runs every configured architecture in turn and reports.
 pub async fn run_lab(opts: &LabOptions) -> anyhow::Result<LabReport> {
+    if opts.scenario.store_restart.is_some() && opts.store != StoreChoice::PrivateRedis {
+        anyhow::bail!(
+            "a store restart (--store-outage, or store_restart in the scenario) needs --store redis: \
+             a private redis-server the lab can restart"
+        );
+    }
     let tmp;
     let root = match &opts.dir {
         Some(d) => {
@@ -155,7 +166,7 @@ pub async fn run_lab(opts: &LabOptions) -> anyhow::Result<LabReport> {
         };
         let bar = bars.add(indicatif::ProgressBar::new_spinner());
         bar.enable_steady_tick(Duration::from_millis(200));
-        let result = run::run_arch(opts, arch, spec, &bar).await;
+        let result = run::run_arch(opts, arch, spec, &bar, redis.as_mut()).await;
         bar.finish_with_message(match &result.error {
             None => format!(
                 "{arch}: {} requests, {} sessions lost",

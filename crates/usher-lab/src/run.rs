@@ -15,7 +15,9 @@ use crate::arch::Architecture;
 use crate::client::{Client, Jar};
 use crate::fleet::{Fleet, FleetSpec};
 use crate::report::{ArchResult, Event};
+use crate::scenario::{Fault, Scenario};
 use crate::stats::Recorder;
+use crate::store::PrivateRedis;
 use crate::user::{self, Ctx, Plan};
 
 /// The address 30 % of users share, as a corporate NAT would.
@@ -31,8 +33,9 @@ pub async fn run_arch(
     arch: Architecture,
     spec: FleetSpec,
     progress: &indicatif::ProgressBar,
+    redis: Option<&mut PrivateRedis>,
 ) -> ArchResult {
-    match run_inner(opts, arch, spec, progress).await {
+    match run_inner(opts, arch, spec, progress, redis).await {
         Ok(r) => r,
         Err(e) => ArchResult::failed(arch, format!("{e:#}")),
     }
@@ -43,6 +46,7 @@ async fn run_inner(
     arch: Architecture,
     spec: FleetSpec,
     progress: &indicatif::ProgressBar,
+    redis: Option<&mut PrivateRedis>,
 ) -> anyhow::Result<ArchResult> {
     progress.set_message(format!("{arch}: starting {} shops and the LB", opts.shops));
     let mut fleet = Fleet::start(spec, opts.shops).await?;
@@ -64,8 +68,8 @@ async fn run_inner(
         .into_iter()
         .map(|p| tokio::spawn(user::run(ctx.clone(), p)))
         .collect();
-    let timeline = Timeline::for_duration(opts.duration);
-    let events = drive_faults(&mut fleet, &timeline, start, arch, progress).await;
+    let timeline = Timeline::new(&opts.scenario, opts.duration);
+    let events = drive_faults(&mut fleet, &timeline, start, (arch, progress), redis).await;
     let mut rec = Recorder::default();
     for u in users {
         rec.merge(u.await.context("a virtual user panicked")?);
@@ -77,24 +81,24 @@ async fn run_inner(
     ))
 }
 
-/// When the faults happen, in seconds from the start.
-#[derive(Debug, Clone, Copy)]
+/// When the faults happen, from the start of the run.
+#[derive(Debug, Clone)]
 pub struct Timeline {
-    /// `kill -9` of shop-1.
-    pub kill: Duration,
-    /// Two shops added.
-    pub scale_out: Duration,
-    /// The highest ordinal drained and removed.
-    pub drain: Duration,
+    /// `kill -9` of shop-1, if in this run.
+    pub kill: Option<Duration>,
+    /// Two shops added, if in this run.
+    pub scale_out: Option<Duration>,
+    /// Every fault in time order.
+    pub faults: Vec<(Duration, Fault)>,
 }
 
 impl Timeline {
-    /// The default timeline: kill at 30 %, scale out at 50 %, drain at 75 %.
-    pub fn for_duration(d: Duration) -> Self {
+    /// The scenario's faults for a run of `d`.
+    pub fn new(scenario: &Scenario, d: Duration) -> Self {
         Self {
-            kill: d.mul_f64(0.30),
-            scale_out: d.mul_f64(0.50),
-            drain: d.mul_f64(0.75),
+            kill: scenario.kill.map(|f| d.mul_f64(f)),
+            scale_out: scenario.scale_out.map(|f| d.mul_f64(f)),
+            faults: scenario.faults(d),
         }
     }
 }
@@ -103,8 +107,8 @@ async fn drive_faults(
     fleet: &mut Fleet,
     t: &Timeline,
     start: Instant,
-    arch: Architecture,
-    progress: &indicatif::ProgressBar,
+    (arch, progress): (Architecture, &indicatif::ProgressBar),
+    mut redis: Option<&mut PrivateRedis>,
 ) -> anyhow::Result<Vec<Event>> {
     let mut events = Vec::new();
     let note = |what: String, events: &mut Vec<Event>| {
@@ -115,24 +119,40 @@ async fn drive_faults(
         });
     };
     progress.set_message(format!("{arch}: steady load"));
-    tokio::time::sleep_until((start + t.kill).into()).await;
-    fleet.kill(VICTIM).await;
-    note(format!("kill -9 shop-{VICTIM}"), &mut events);
-
-    tokio::time::sleep_until((start + t.scale_out).into()).await;
-    let next = fleet.running().last().map_or(0, |n| n + 1);
-    fleet.add(next).await?;
-    fleet.add(next + 1).await?;
-    note(
-        format!("scale out: shop-{next}, shop-{}", next + 1),
-        &mut events,
-    );
-
-    tokio::time::sleep_until((start + t.drain).into()).await;
-    let highest = fleet.running().last().copied().unwrap_or(0);
-    note(format!("drain shop-{highest}"), &mut events);
-    fleet.drain_and_remove(highest, DRAIN_DEADLINE).await?;
-    note(format!("removed shop-{highest}"), &mut events);
+    for &(at, fault) in &t.faults {
+        tokio::time::sleep_until((start + at).into()).await;
+        match fault {
+            Fault::Kill => {
+                fleet.kill(VICTIM).await;
+                note(format!("kill -9 shop-{VICTIM}"), &mut events);
+            }
+            Fault::ScaleOut => {
+                let next = fleet.running().last().map_or(0, |n| n + 1);
+                fleet.add(next).await?;
+                fleet.add(next + 1).await?;
+                note(
+                    format!("scale out: shop-{next}, shop-{}", next + 1),
+                    &mut events,
+                );
+            }
+            Fault::Drain => {
+                let highest = fleet.running().last().copied().unwrap_or(0);
+                note(format!("drain shop-{highest}"), &mut events);
+                fleet.drain_and_remove(highest, DRAIN_DEADLINE).await?;
+                note(format!("removed shop-{highest}"), &mut events);
+            }
+            Fault::StoreRestart => match redis.as_deref_mut() {
+                Some(r) => {
+                    r.restart().await?;
+                    note(
+                        "store restarted (redis-server, nothing persisted)".to_owned(),
+                        &mut events,
+                    );
+                }
+                None => anyhow::bail!("the store restart needs --store redis (a private server)"),
+            },
+        }
+    }
     Ok(events)
 }
 

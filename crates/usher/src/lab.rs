@@ -36,6 +36,13 @@ pub struct LabCommand {
     /// Workload seed: the same seed gives the same users and choices [default: 42].
     #[arg(long)]
     seed: Option<u64>,
+    /// Fault timeline file (TOML: kill, scale_out, drain, store_restart as fractions of the run,
+    /// or "off"; see docs/lab.md).
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Also restart the store at 90 % of the run (needs --store redis: a private redis-server).
+    #[arg(long)]
+    store_outage: bool,
     /// Write the full results as JSON (schema usher-lab/1, see docs/lab.md).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -84,6 +91,15 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
     }
     if let Some(s) = cmd.seed {
         opts.seed = s;
+    }
+    if let Some(path) = &cmd.scenario {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read scenario {}", path.display()))?;
+        opts.scenario = usher_lab::Scenario::from_toml(&text)
+            .map_err(|e| anyhow::anyhow!("scenario {}: {e}", path.display()))?;
+    }
+    if cmd.store_outage && opts.scenario.store_restart.is_none() {
+        opts.scenario.store_restart = Some(0.9);
     }
     opts.dir = cmd.dir;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -192,3 +192,21 @@ fn children_exit_when_the_lab_is_killed() {
         processes_mentioning(&needle).is_empty()
     });
 }
+
+#[test]
+fn bad_lab_options_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, "kill = 2.0\n").unwrap();
+    for (args, want) in [
+        (vec!["lab", "--store-outage"], "needs --store redis"),
+        (vec!["lab", "--scenario", scenario.to_str().unwrap()], "kill"),
+        (vec!["lab", "--architectures", "rr-memory,nope"], "unknown architecture"),
+        (vec!["lab", "--store", "mysql://x"], "unknown store"),
+    ] {
+        let out = usher().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}

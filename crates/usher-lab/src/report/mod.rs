@@ -120,21 +120,24 @@ impl ArchResult {
         t: &Timeline,
     ) -> Self {
         let secs = |d: Duration| usize::try_from(d.as_secs()).unwrap_or(usize::MAX);
-        let (kill, scale) = (secs(t.kill), secs(t.scale_out));
-        let steady = rec.served(1, kill);
+        let last = rec.per_second.len();
+        // Before the kill (the whole run if there is none).
+        let kill = t.kill.map(secs);
+        let steady = rec.served(1, kill.unwrap_or(last));
         let (max_over_mean, cv) = imbalance(&steady[..opts.shops.min(MAX_SHOPS)]);
         // The first new shop stays to the end; it carries a fair share in a second when it
         // serves at least 80 % of 1/n of that second's requests, n being the shops that served any.
         let newcomer = opts.shops;
-        let last = rec.per_second.len();
-        let fair_share_secs = (scale + 1..last).find_map(|s| {
-            let row = rec.served(s, s + 1);
-            let total: u64 = row.iter().sum();
-            let serving = row.iter().filter(|&&n| n > 0).count().max(1);
-            let ok = newcomer < MAX_SHOPS
-                && total > 0
-                && row[newcomer] as f64 / total as f64 >= 0.8 / serving as f64;
-            ok.then(|| (s + 1) as f64 - t.scale_out.as_secs_f64())
+        let fair_share_secs = t.scale_out.and_then(|scale_out| {
+            (secs(scale_out) + 1..last).find_map(|s| {
+                let row = rec.served(s, s + 1);
+                let total: u64 = row.iter().sum();
+                let serving = row.iter().filter(|&&n| n > 0).count().max(1);
+                let ok = newcomer < MAX_SHOPS
+                    && total > 0
+                    && row[newcomer] as f64 / total as f64 >= 0.8 / serving as f64;
+                ok.then(|| (s + 1) as f64 - scale_out.as_secs_f64())
+            })
         });
         Self {
             architecture: arch.as_str().to_owned(),
@@ -163,7 +166,7 @@ impl ArchResult {
             retried_checkouts: rec.retried_checkouts,
             duplicate_orders: rec.duplicate_orders,
             fair_share_secs,
-            failed_around_kill: rec.failed(kill, kill + 5),
+            failed_around_kill: kill.map_or(0, |k| rec.failed(k, k + 5)),
             events,
         }
     }
