@@ -200,8 +200,14 @@ fn bad_lab_options_are_refused_with_the_reason() {
     std::fs::write(&scenario, "kill = 2.0\n").unwrap();
     for (args, want) in [
         (vec!["lab", "--store-outage"], "needs --store redis"),
-        (vec!["lab", "--scenario", scenario.to_str().unwrap()], "kill"),
-        (vec!["lab", "--architectures", "rr-memory,nope"], "unknown architecture"),
+        (
+            vec!["lab", "--scenario", scenario.to_str().unwrap()],
+            "kill",
+        ),
+        (
+            vec!["lab", "--architectures", "rr-memory,nope"],
+            "unknown architecture",
+        ),
         (vec!["lab", "--store", "mysql://x"], "unknown store"),
     ] {
         let out = usher().args(&args).output().unwrap();
