@@ -73,17 +73,17 @@ pub struct LabOptions {
 }
 
 impl LabOptions {
-    /// The default run: 3 shops, 600 users, 30 s per architecture, all architectures.
+    /// The default run: 3 shops, 2000 users, 30 s per architecture, all architectures.
     pub fn standard(bin: PathBuf) -> Self {
         Self {
             bin,
             architectures: Architecture::ALL.to_vec(),
             shops: 3,
-            users: 600,
+            users: 2000,
             duration: Duration::from_secs(30),
             seed: 42,
             store: StoreChoice::Sqlite,
-            think_ms: (50, 250),
+            think_ms: (100, 500),
             retry_share: 0.2,
             nat_share: 0.3,
             two_tab_share: 0.2,
@@ -98,7 +98,7 @@ impl LabOptions {
     /// `--quick`: fewer users, 7 s per architecture.
     pub fn quick(bin: PathBuf) -> Self {
         Self {
-            users: 150,
+            users: 500,
             duration: Duration::from_secs(7),
             quick: true,
             ..Self::standard(bin)

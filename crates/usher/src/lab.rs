@@ -24,7 +24,7 @@ pub struct LabCommand {
     /// or a redis://, redis+cluster:// or postgres:// URL.
     #[arg(long, value_parser = StoreChoice::parse, value_name = "STORE")]
     store: Option<StoreChoice>,
-    /// Virtual users [default: 600; 150 with --quick].
+    /// Virtual users [default: 2000; 500 with --quick].
     #[arg(long)]
     users: Option<usize>,
     /// Shops at the start [default: 3].

@@ -66,7 +66,8 @@ fn quick_lab_shows_the_claims() {
     let html = dir.path().join("lab.html");
     let run = dir.path().join("run");
     let out = usher()
-        .args(["lab", "--quick", "--json"])
+        // Fewer users than --quick's 500: the rest of the suite runs beside it on two cores.
+        .args(["lab", "--quick", "--users", "200", "--json"])
         .arg(&json)
         .arg("--html")
         .arg(&html)
