@@ -168,9 +168,20 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.busy_timeout(busy_timeout).map_err(unavailable)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(unavailable)?;
+        // Switching a new file to WAL while another process does the same can fail with BUSY at
+        // once: SQLite skips the busy handler there (it could deadlock). Retry within the timeout.
+        let deadline = std::time::Instant::now() + busy_timeout;
+        let mode: String = loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => break other.map_err(unavailable)?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::unavailable(format!(
                 "SQLite refused WAL mode (journal_mode is {mode})"

@@ -171,9 +171,20 @@ impl SqliteDb {
 fn open_blocking(path: &std::path::Path) -> Result<Connection, DbError> {
     let mut conn = Connection::open(path).map_err(unavailable)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(unavailable)?;
+    // Switching a new file to WAL while another process does the same can fail with BUSY at once:
+    // SQLite skips the busy handler there (it could deadlock). Retry it within the busy timeout.
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mode: String = loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => break other.map_err(unavailable)?,
+        }
+    };
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(DbError::unavailable(format!(
             "SQLite refused WAL mode for {} (journal_mode is {mode})",
