@@ -191,7 +191,7 @@ pub(crate) async fn start_shop(spec: &FleetSpec, n: usize) -> anyhow::Result<(Pr
     args.extend(spec.arch.shop_args(&spec.shared_store, &spec.dir));
     args.extend(spec.shop_extra.iter().cloned());
     let log = log_path(&spec.dir, n);
-    let p = Proc::start(&spec.bin, &args, "ready", log, READY_TIMEOUT)
+    let p = Proc::start(&spec.bin, &args, "usher shop ready", log, READY_TIMEOUT)
         .await
         .with_context(|| format!("starting shop-{n}"))?;
     let addr = p.addr("listen")?;

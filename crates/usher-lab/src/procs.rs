@@ -28,8 +28,9 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `bin args…` with JSON logs, waits up to `timeout` for a log line whose message
-    /// contains `ready_message`, and copies every stderr line to `log`.
+    /// Starts `bin args…` with JSON logs, waits up to `timeout` for the log line whose message is
+    /// exactly `ready_message` (a library's log line that merely mentions "ready" must not
+    /// count), and copies every stderr line to `log`.
     pub async fn start(
         bin: &Path,
         args: &[String],
@@ -135,12 +136,12 @@ impl Proc {
     }
 }
 
-/// The `fields` of a JSON log line whose message contains `needle`.
+/// The `fields` of a JSON log line whose message is `needle`.
 fn ready_fields(line: &str, needle: &str) -> Option<serde_json::Map<String, Value>> {
     let v: Value = serde_json::from_str(line).ok()?;
     let fields = v.get("fields")?.as_object()?;
     let msg = fields.get("message")?.as_str()?;
-    msg.contains(needle).then(|| fields.clone())
+    (msg == needle).then(|| fields.clone())
 }
 
 #[cfg(test)]
@@ -150,9 +151,13 @@ mod tests {
     #[test]
     fn finds_the_ready_line() {
         let line = r#"{"timestamp":"x","level":"INFO","fields":{"message":"usher lb ready","listen":"127.0.0.1:4000","admin":"127.0.0.1:4001"},"target":"usher::lb"}"#;
-        let f = ready_fields(line, "ready").unwrap();
+        let f = ready_fields(line, "usher lb ready").unwrap();
         assert_eq!(f["listen"], "127.0.0.1:4000");
-        assert!(ready_fields(line, "shop ready").is_none());
-        assert!(ready_fields("not json", "ready").is_none());
+        assert!(
+            ready_fields(line, "ready").is_none(),
+            "the whole message must match"
+        );
+        assert!(ready_fields(line, "usher shop ready").is_none());
+        assert!(ready_fields("not json", "usher lb ready").is_none());
     }
 }
