@@ -6,8 +6,7 @@ mod support;
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::TestShop;
-use tokio::task::JoinSet;
+use support::{TestShop, cart_qty, parallel_adds};
 use usher_shop::SessionsSpec;
 use usher_shop::db::Db;
 
@@ -19,15 +18,6 @@ type RawCase = (
     u16,
     &'static str,
 );
-
-fn cart_qty(cart: &Value, sku: &str) -> i64 {
-    cart["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["sku"] == sku)
-        .map_or(0, |i| i["qty"].as_i64().unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signup_login_me_and_logout() {
@@ -143,21 +133,7 @@ async fn cart_add_remove_and_two_tabs_adding_in_parallel_lose_nothing() {
         assert_eq!(cart["items"].as_array().unwrap().len(), 1);
 
         // Two tabs (same cookie), 50 adds each, all 100 in flight together.
-        let mut tasks = JoinSet::new();
-        for tab in 0..2 {
-            for _ in 0..50 {
-                let mut t = c.clone();
-                tasks.spawn(async move {
-                    let r = t
-                        .post("/api/cart/items", json!({"sku": "kettle", "qty": 1}))
-                        .await;
-                    assert_eq!(r.status, StatusCode::OK, "tab {tab}: {}", r.text());
-                });
-            }
-        }
-        while let Some(done) = tasks.join_next().await {
-            done.unwrap();
-        }
+        parallel_adds(&[c.clone(), c.clone()], 50, "kettle", 1).await;
         let cart = c.get("/api/cart").await.json();
         assert_eq!(cart_qty(&cart, "kettle"), 100, "no add is lost");
         assert_eq!(cart_qty(&cart, "mug"), 2, "other lines untouched");

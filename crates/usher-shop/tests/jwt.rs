@@ -9,7 +9,7 @@ use std::path::Path;
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Client, Reply, TestShop, new_key};
+use support::{Client, Reply, TestShop, new_key, parallel_adds};
 use usher_shop::{AuthMode, DbSpec, PasswordCost, RevocationCheck, SessionsSpec, ShopConfig};
 
 /// An unsigned token (`alg: none`) with otherwise perfect claims.
@@ -386,19 +386,7 @@ async fn rows_flow(shop: &TestShop) {
     let mut c = shop.client();
     login(&mut c, "ann", true).await;
     // Two tabs adding in parallel lose nothing.
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..20 {
-        let mut tab = c.clone();
-        tasks.spawn(async move {
-            let r = tab
-                .post("/api/cart/items", json!({"sku": "kettle", "qty": 3}))
-                .await;
-            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.unwrap();
-    }
+    parallel_adds(&[c.clone()], 20, "kettle", 3).await;
     let cart = c.get("/api/cart").await.json();
     assert_eq!(cart["items"][0]["qty"], 60);
     assert_eq!(cart["count"], 60);

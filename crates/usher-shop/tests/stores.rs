@@ -9,21 +9,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use serde_json::{Value, json};
-use support::TestShop;
-use tokio::task::JoinSet;
+use serde_json::json;
+use support::{TestShop, cart_qty, parallel_adds};
 use usher_shop::SessionsSpec;
 use usher_testkit::postgres::PgServer;
 use usher_testkit::redis::{RedisCluster, RedisServer, Sentinel};
-
-fn qty(cart: &Value, sku: &str) -> i64 {
-    cart["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["sku"] == sku)
-        .map_or(0, |i| i["qty"].as_i64().unwrap())
-}
 
 /// Two shops on `sessions`: the session follows the user, and 2 × 25 parallel adds through the
 /// two shops all land.
@@ -42,24 +32,10 @@ async fn session_follows_the_user(sessions: SessionsSpec, kind: &str) {
         me,
         json!({"user": "ann", "server": "shop-b", "store": kind, "auth": "session"})
     );
-    assert_eq!(qty(&on_b.get("/api/cart").await.json(), "mug"), 2);
+    assert_eq!(cart_qty(&on_b.get("/api/cart").await.json(), "mug"), 2);
 
-    let mut tasks = JoinSet::new();
-    for client in [on_a.clone(), on_b.clone()] {
-        for _ in 0..25 {
-            let mut c = client.clone();
-            tasks.spawn(async move {
-                let r = c
-                    .post("/api/cart/items", json!({"sku": "tray", "qty": 1}))
-                    .await;
-                assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-            });
-        }
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.unwrap();
-    }
-    assert_eq!(qty(&on_a.get("/api/cart").await.json(), "tray"), 50);
+    parallel_adds(&[on_a.clone(), on_b.clone()], 25, "tray", 1).await;
+    assert_eq!(cart_qty(&on_a.get("/api/cart").await.json(), "tray"), 50);
     let r = on_b.checkout().await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert_eq!(on_a.get("/api/cart").await.json()["items"], json!([]));

@@ -84,6 +84,35 @@ impl Drop for TestShop {
     }
 }
 
+/// The quantity of `sku` in a `GET /api/cart` response (0 if absent).
+pub fn cart_qty(cart: &Value, sku: &str) -> i64 {
+    cart["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sku"] == sku)
+        .map_or(0, |i| i["qty"].as_i64().unwrap())
+}
+
+/// From each of `clients` (tabs or browsers), `adds` cart adds of `qty` × `sku`, all in flight
+/// together; every one must answer 200.
+pub async fn parallel_adds(clients: &[Client], adds: usize, sku: &str, qty: i64) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in clients {
+        for _ in 0..adds {
+            let mut c = client.clone();
+            let body = serde_json::json!({ "sku": sku, "qty": qty });
+            tasks.spawn(async move {
+                let r = c.post("/api/cart/items", body).await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
 /// A fresh, unguessable Idempotency-Key.
 pub fn new_key() -> String {
     format!("{:032x}", rand::random::<u128>())
