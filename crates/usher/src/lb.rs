@@ -49,6 +49,9 @@ struct RunArgs {
     /// A backend, ID=HOST:PORT or ID=HOST:PORT,weight=N (repeat for each).
     #[arg(long = "backend", value_name = "ID=ADDR[,weight=N]", value_parser = parse_backend)]
     backends: Vec<BackendSection>,
+    /// Worker threads serving clients [default: one per available CPU].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// Selection policy: round-robin | least-conn | p2c | maglev [default: round-robin].
     #[arg(long)]
     policy: Option<Policy>,
@@ -190,6 +193,7 @@ fn config_from(args: RunArgs) -> anyhow::Result<LbConfig> {
     };
     set(&mut raw.listen, args.listen);
     set(&mut raw.policy, args.policy);
+    set(&mut raw.threads, args.threads);
     set(&mut raw.balance_factor, args.balance_factor);
     set(&mut raw.affinity, args.affinity);
     set(&mut raw.on_failure, args.on_failure);
@@ -249,7 +253,11 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
     let config = config_from(args)?;
     let cookie_mode = config.affinity == AffinityMode::Cookie;
     let keys = usher_proxy::load_keys(config.key_file.as_deref(), cookie_mode)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.threads {
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

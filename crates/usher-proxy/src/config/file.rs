@@ -30,6 +30,8 @@ pub struct FileConfig {
     /// (default `30s`; `0s` turns slow start off).
     #[serde(default, with = "humantime_serde")]
     pub slow_start: Option<Duration>,
+    /// Worker threads serving clients (default: one per CPU the process may run on).
+    pub threads: Option<usize>,
     /// Affinity mode: `none`, `cookie`, `source-ip`, `header:NAME`, `query:NAME`, `app-cookie:NAME`.
     pub affinity: Option<AffinityMode>,
     /// What to do when a pinned backend is unavailable: `repin` or `strict`.

@@ -183,6 +183,9 @@ pub struct LbConfig {
     pub balance_factor: f64,
     /// Slow-start window for new and recovered backends (zero: off).
     pub slow_start: Duration,
+    /// Worker threads for the runtime that serves clients (`None`: one per available CPU).
+    /// Read when the process starts; a reload keeps the running count.
+    pub threads: Option<usize>,
     /// Log one line per request.
     pub access_log: bool,
     /// Affinity mode.
@@ -303,6 +306,9 @@ impl LbConfig {
         }
 
         let limits = limits_from(raw.limits)?;
+        if raw.threads == Some(0) {
+            return Err(ConfigError::invalid("threads", "must be at least 1"));
+        }
 
         let health = health_from(raw.health)?;
         let admin = AdminConfig {
@@ -335,6 +341,7 @@ impl LbConfig {
             policy: raw.policy.unwrap_or_default(),
             balance_factor,
             slow_start: raw.slow_start.unwrap_or(Duration::from_secs(30)),
+            threads: raw.threads,
             access_log: raw.access_log.unwrap_or(false),
             affinity: raw.affinity.unwrap_or_default(),
             on_failure: raw.on_failure.unwrap_or_default(),

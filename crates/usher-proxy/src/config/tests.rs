@@ -108,3 +108,12 @@ fn the_example_config_is_valid() {
     let c = LbConfig::load(&path).expect("examples/lb.toml must stay valid");
     assert!(!c.backends.is_empty());
 }
+
+#[test]
+fn threads_are_read_and_zero_is_refused() {
+    let c = parse(&format!("threads = 2\n{GOOD}")).expect("valid config");
+    assert_eq!(c.threads, Some(2));
+    assert_eq!(parse(GOOD).expect("valid config").threads, None);
+    let e = parse(&format!("threads = 0\n{GOOD}")).expect_err("zero threads");
+    assert!(e.contains("threads"), "{e}");
+}
