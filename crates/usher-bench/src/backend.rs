@@ -32,7 +32,8 @@ pub struct BackendArgs {
     /// How many ports to listen on (consecutive from `--listen`'s port, or free ports when it is 0).
     #[arg(long, default_value_t = 1)]
     pub ports: usize,
-    /// Set a fresh `NAME=<unique>` cookie on every response (an app's session cookie).
+    /// Set a fresh `NAME=<unique>` cookie on every response (an app's session cookie; values are
+    /// unique across backend processes too).
     #[arg(long, value_name = "NAME")]
     pub set_cookie: Option<String>,
 }
@@ -87,7 +88,12 @@ async fn accept(l: TcpListener, name: HeaderValue, cookie: Option<String>, n: Ar
                 let mut res = Response::new(Full::new(Bytes::from_static(b"ok\n")));
                 res.headers_mut().insert("x-backend", name.clone());
                 if let Some(c) = &cookie {
-                    let v = format!("{c}={:016x}; Path=/", n.fetch_add(1, Ordering::Relaxed));
+                    // The pid keeps values distinct across backend processes.
+                    let v = format!(
+                        "{c}={:08x}{:016x}; Path=/",
+                        std::process::id(),
+                        n.fetch_add(1, Ordering::Relaxed)
+                    );
                     if let Ok(v) = HeaderValue::from_str(&v) {
                         res.headers_mut().insert(http::header::SET_COOKIE, v);
                     }

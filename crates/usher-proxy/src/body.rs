@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 
 use crate::conn::RequestActivity;
 use crate::pool::InflightGuard;
+use crate::upstream::UpstreamBody;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -97,6 +98,17 @@ pub enum AttemptBody {
     },
 }
 
+impl AttemptBody {
+    /// A copy that can be sent again, when the body is held whole (not a stream).
+    pub fn replayable(&self) -> Option<Self> {
+        match self {
+            Self::Empty => Some(Self::Empty),
+            Self::Buffered(b) => Some(Self::Buffered(b.clone())),
+            Self::Stream { .. } => None,
+        }
+    }
+}
+
 impl Body for AttemptBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -152,13 +164,13 @@ pub struct ResponseBody {
 
 #[derive(Debug)]
 enum Inner {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Local(Full<Bytes>),
 }
 
 impl ResponseBody {
     /// A backend's streaming response.
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: UpstreamBody) -> Self {
         Self {
             inner: Inner::Upstream(body),
             _inflight: None,
@@ -203,7 +215,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let res = match &mut this.inner {
-            Inner::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
             Inner::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
         };
         if let Poll::Ready(None | Some(Err(_))) = res {

@@ -39,11 +39,17 @@ pub struct ConnState {
     upgraded: AtomicBool,
     /// The tunnel to run once hyper has released the socket after the 101.
     tunnel: Mutex<Option<Tunnel>>,
+    /// The peer's address as forwarding headers write it.
+    pub(crate) peer_text: crate::headers::PeerText,
 }
 
 impl ConnState {
     /// State for a connection that was just accepted.
-    pub fn new(header_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        header_timeout: Duration,
+        idle_timeout: Duration,
+        peer: std::net::IpAddr,
+    ) -> Arc<Self> {
         Arc::new(Self {
             epoch: Instant::now(),
             header_timeout_ms: millis(header_timeout),
@@ -56,6 +62,7 @@ impl ConnState {
             notify: Notify::new(),
             upgraded: AtomicBool::new(false),
             tunnel: Mutex::new(None),
+            peer_text: crate::headers::PeerText::new(peer),
         })
     }
 

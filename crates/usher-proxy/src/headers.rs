@@ -1,7 +1,6 @@
 //! Header hygiene on the way through: hop-by-hop removal (RFC 9110 §7.6.1), forwarding headers,
 //! request ids, and finding the real client address behind trusted proxies.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -18,6 +17,19 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Removes hop-by-hop headers: those named in `Connection`, plus the fixed set
 /// (`Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names, no lookups.
+    let hop = |n: &HeaderName| {
+        n == header::CONNECTION
+            || n == KEEP_ALIVE
+            || n == PROXY_CONNECTION
+            || n == header::TE
+            || n == header::TRAILER
+            || n == header::TRANSFER_ENCODING
+            || n == header::UPGRADE
+    };
+    if !headers.keys().any(hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -77,11 +89,38 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
+/// A peer address as the forwarding headers write it, formatted once per connection.
+#[derive(Debug, Clone)]
+pub struct PeerText {
+    /// The address alone (`X-Forwarded-For`).
+    xff: HeaderValue,
+    /// `for=1.2.3.4` or `for="[::1]"` (`Forwarded`).
+    for_token: String,
+}
+
+impl PeerText {
+    /// The texts for `peer`.
+    pub fn new(peer: IpAddr) -> Self {
+        let text = peer.to_string();
+        let for_token = match peer {
+            IpAddr::V4(_) => format!("for={text}"),
+            IpAddr::V6(_) => format!("for=\"[{text}]\""),
+        };
+        Self {
+            xff: HeaderValue::from_str(&text)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            for_token,
+        }
+    }
+}
+
 /// What the forwarding headers describe.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarding<'a> {
     /// The direct peer.
     pub peer: IpAddr,
+    /// `peer` already formatted (per connection); formatted here when `None`.
+    pub peer_text: Option<&'a PeerText>,
     /// Whether the peer is a trusted proxy (its forwarding headers are kept and appended to).
     pub peer_trusted: bool,
     /// `http` or `https`: the scheme the client used on our listener.
@@ -93,14 +132,25 @@ pub struct Forwarding<'a> {
 /// From an untrusted peer any forwarding headers it sent are replaced (they could be forged);
 /// from a trusted proxy the chain is extended.
 pub fn set_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
-    let host = headers.get(header::HOST).cloned();
-    let peer = fwd.peer.to_string();
-
-    let xff = match (fwd.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
-        (true, Some(prev)) => format!("{prev}, {peer}"),
-        _ => peer.clone(),
+    let owned;
+    let text = match fwd.peer_text {
+        Some(t) => t,
+        None => {
+            owned = PeerText::new(fwd.peer);
+            &owned
+        }
     };
-    insert(headers, &X_FORWARDED_FOR, &xff);
+    let host = headers.get(header::HOST).cloned();
+
+    match (fwd.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
+        (true, Some(prev)) => {
+            let xff = format!("{prev}, {}", text.xff.to_str().unwrap_or("unknown"));
+            insert(headers, &X_FORWARDED_FOR, &xff);
+        }
+        _ => {
+            headers.insert(X_FORWARDED_FOR.clone(), text.xff.clone());
+        }
+    }
 
     if !(fwd.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         insert(headers, &X_FORWARDED_PROTO, fwd.proto);
@@ -117,26 +167,29 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
     }
 
     let mut element = String::with_capacity(64);
-    match fwd.peer {
-        IpAddr::V4(ip) => {
-            let _ = write!(element, "for={ip}");
-        }
-        IpAddr::V6(ip) => {
-            let _ = write!(element, "for=\"[{ip}]\"");
-        }
-    }
+    element.push_str(&text.for_token);
     if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok())
         && h.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
     {
-        let _ = write!(element, ";host=\"{h}\"");
+        element.push_str(";host=\"");
+        element.push_str(h);
+        element.push('"');
     }
-    let _ = write!(element, ";proto={}", fwd.proto);
+    element.push_str(";proto=");
+    element.push_str(fwd.proto);
     let forwarded = match (fwd.peer_trusted, joined(headers, &header::FORWARDED)) {
         (true, Some(prev)) => format!("{prev}, {element}"),
         _ => element,
     };
-    insert(headers, &header::FORWARDED, &forwarded);
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)) {
+        Ok(v) => {
+            headers.insert(header::FORWARDED, v);
+        }
+        Err(_) => {
+            headers.remove(header::FORWARDED);
+        }
+    }
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -168,8 +221,12 @@ pub fn ensure_request_id(headers: &mut HeaderMap, random: u128) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = HeaderValue::from_str(&format!("{random:032x}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("0"));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (i, b) in text.iter_mut().enumerate() {
+        *b = HEX[((random >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    let id = HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"));
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
 }

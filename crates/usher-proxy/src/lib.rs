@@ -29,6 +29,8 @@ mod server;
 mod stats;
 mod tls;
 mod tunnel;
+mod upstream;
+mod workers;
 
 use std::sync::{Arc, OnceLock};
 
@@ -47,9 +49,10 @@ pub use config::{
 };
 pub use keys::{KeyError, generate_key, load_keys};
 pub use pool::{BackendSlot, BackendState, Pool, PoolError, Snapshot};
-pub use server::serve;
+pub use server::{serve, serve_on};
 pub use stats::{Outcome, Stats, StatusCounters};
 pub use tls::TlsError;
+pub use workers::Workers;
 
 /// Why a load balancer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +78,8 @@ pub enum LbError {
 pub struct Lb {
     live: ArcSwap<Live>,
     pool: Pool,
+    /// Idle keep-alive connections to the backends.
+    upstreams: upstream::Upstreams,
     stats: Stats,
     /// Re-reads the configuration for `POST /reload` (set by whoever knows its source).
     reloader: OnceLock<Reloader>,
@@ -105,10 +110,12 @@ impl Lb {
                 balance_factor: config.balance_factor,
             },
         )?;
+        let threads = config.threads.unwrap_or(1);
         let live = Live::new(config, keys, None)?;
         Ok(Arc::new(Self {
             live: ArcSwap::from_pointee(live),
             pool,
+            upstreams: upstream::Upstreams::new(threads),
             stats: Stats::default(),
             reloader: OnceLock::new(),
         }))

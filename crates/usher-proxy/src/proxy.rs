@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::Lb;
@@ -24,6 +24,7 @@ use crate::headers::{self, Forwarding, X_REQUEST_ID};
 use crate::pool::{BackendSlot, Excluding};
 use crate::stats::Outcome;
 use crate::tunnel::{self, UpgradeRequest};
+use crate::upstream::{Outgoing, SendError, SwitchedSlot, UpstreamBody};
 
 /// Handles one client request. Never fails: every error becomes a clean 4xx/5xx response that
 /// names no backend.
@@ -112,6 +113,7 @@ async fn proxy(
         &mut parts.headers,
         Forwarding {
             peer: peer.ip(),
+            peer_text: Some(&conn.peer_text),
             peer_trusted,
             proto: live.scheme(),
         },
@@ -132,11 +134,8 @@ async fn proxy(
     // An upgrade request is never replayed once sent (the backend may have switched already).
     let replay_after_send = upgrade.is_none()
         && (is_idempotent(&parts.method) || parts.headers.contains_key("idempotency-key"));
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    let uri = parts.uri.clone();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
 
     let snap = lb.pool.snapshot();
     let mut choice =
@@ -159,33 +158,30 @@ async fn proxy(
                 Some(&request_id),
             );
         };
-        let uri = match Uri::builder()
-            .scheme("http")
-            .authority(slot.authority.clone())
-            .path_and_query(path.as_str())
-            .build()
-        {
-            Ok(u) => u,
-            Err(_) => {
-                return local(
-                    lb,
-                    StatusCode::BAD_REQUEST,
-                    "invalid request target\n",
-                    Some(&request_id),
-                );
-            }
-        };
-        let mut up = Request::new(attempt_body);
-        *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = uri;
-        *up.version_mut() = Version::HTTP_11;
-        *up.headers_mut() = parts.headers.clone();
-
         let guard = slot.begin();
         let sent_at = Instant::now();
-        let sent =
-            tokio::time::timeout(live.config.limits.response_timeout, live.client.request(up))
-                .await;
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(slot.authority.as_str())
+        {
+            // An HTTP/1.0 client may send no Host; the backend still gets one.
+            parts.headers.insert(header::HOST, v);
+        }
+        let outgoing = Outgoing {
+            method: &parts.method,
+            path,
+            headers: &parts.headers,
+            replay_safe: replay_after_send,
+        };
+        let sent = tokio::time::timeout(
+            live.config.limits.response_timeout,
+            lb.upstreams.send(
+                slot.addr,
+                live.config.limits.connect_timeout,
+                &outgoing,
+                attempt_body,
+            ),
+        )
+        .await;
         let failure = match sent {
             Ok(Ok(res)) => {
                 let served = Served {
@@ -216,7 +212,8 @@ async fn proxy(
                 crate::health::passive(lb, slot, false);
                 Failure::Timeout
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(SendError::Connect(e))) => {
+                tracing::debug!(backend = %slot.id, error = %e, "upstream connect failed");
                 lb.pool.mark_down(slot, live.config.limits.down_backoff);
                 Failure::Connect
             }
@@ -233,26 +230,19 @@ async fn proxy(
                 Failure::Timeout => false,
             };
         if !retry {
-            lb.stats.outcome(choice.outcome);
-            let (status, text) = match failure {
-                Failure::Timeout => (StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n"),
-                _ => (StatusCode::BAD_GATEWAY, "bad gateway\n"),
-            };
-            let mut res = local(lb, status, text, Some(&request_id));
-            res.extensions_mut().insert(Served {
-                backend: Some(slot.id.clone()),
-                outcome: choice.outcome,
-                upstream: None,
-            });
-            return res;
+            return failed(lb, &failure, choice.outcome, slot, &request_id);
         }
-        retried = true;
-        lb.stats.retry();
         let view = Excluding {
             view: snap.view(lb.pool.now_ms()),
             skip: index,
         };
         let again = live.affinity.choose(&key, &snap, &view, rand::random());
+        if again.index.is_none() && again.outcome != Outcome::StrictReject {
+            // Nowhere else to go: the client learns what actually happened, not "unavailable".
+            return failed(lb, &failure, choice.outcome, slot, &request_id);
+        }
+        retried = true;
+        lb.stats.retry();
         // A client that was on its bound backend has now been moved (or refused, if strict).
         choice = match (choice.outcome, again.outcome) {
             (Outcome::Hit, Outcome::Hit) => Choice {
@@ -271,6 +261,28 @@ async fn proxy(
     }
 }
 
+/// The error response for an attempt that failed and is not retried.
+fn failed(
+    lb: &Lb,
+    failure: &Failure,
+    outcome: Outcome,
+    slot: &BackendSlot,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
+    lb.stats.outcome(outcome);
+    let (status, text) = match failure {
+        Failure::Timeout => (StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n"),
+        _ => (StatusCode::BAD_GATEWAY, "bad gateway\n"),
+    };
+    let mut res = local(lb, status, text, Some(request_id));
+    res.extensions_mut().insert(Served {
+        backend: Some(slot.id.clone()),
+        outcome,
+        upstream: None,
+    });
+    res
+}
+
 enum Failure {
     Connect,
     AfterSend,
@@ -286,7 +298,7 @@ struct Upgrade<'a> {
 #[allow(clippy::too_many_arguments)]
 fn respond(
     lb: &Lb,
-    mut res: Response<Incoming>,
+    mut res: Response<UpstreamBody>,
     key: &Key,
     choice: Choice,
     slot: &Arc<BackendSlot>,
@@ -309,7 +321,9 @@ fn respond(
             Some(request_id),
         );
     }
-    let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut res));
+    let upstream_upgrade = switching
+        .then(|| res.extensions_mut().get_mut::<SwitchedSlot>()?.0.take())
+        .flatten();
     let (mut parts, body) = res.into_parts();
     let offered = if switching {
         tunnel::protocols(&parts.headers)

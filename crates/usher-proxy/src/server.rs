@@ -12,6 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -20,13 +21,25 @@ use crate::conn::{ConnEnd, ConnIo, ConnState, drive};
 
 /// Serves clients on an already-bound `listener` until `shutdown` resolves; then stops accepting,
 /// lets in-flight requests finish (up to `limits.shutdown_grace`), closes the rest and logs the
-/// outcome summary.
+/// outcome summary. Connections run on the caller's runtime.
 pub async fn serve(listener: TcpListener, lb: Arc<Lb>, shutdown: impl Future<Output = ()>) {
+    serve_on(listener, lb, shutdown, &[]).await;
+}
+
+/// [`serve`], handing accepted connections to `workers` in turn (see [`crate::Workers`]; the
+/// first handle should be the caller's own runtime). With no workers, like [`serve`].
+pub async fn serve_on(
+    listener: TcpListener,
+    lb: Arc<Lb>,
+    shutdown: impl Future<Output = ()>,
+    workers: &[Handle],
+) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     // Drains end (deadline passed or bound clients gone) on this tick.
     let checks = tokio::spawn(crate::health::run_checks(Arc::clone(&lb)));
+    let mut next_worker = 0usize;
     let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -34,10 +47,24 @@ pub async fn serve(listener: TcpListener, lb: Arc<Lb>, shutdown: impl Future<Out
             () = &mut shutdown => break,
             _ = housekeeping.tick() => {
                 lb.pool.reap_drained(lb.live.load().config.cookie.idle_timeout);
+                lb.upstreams.prune();
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    conns.spawn(connection(Arc::clone(&lb), stream, peer, stop_rx.clone()));
+                    let (lb, stop) = (Arc::clone(&lb), stop_rx.clone());
+                    next_worker = (next_worker + 1) % workers.len().max(1);
+                    match workers.get(next_worker).filter(|_| next_worker != 0) {
+                        None => {
+                            conns.spawn(connection(lb, stream, peer, stop));
+                        }
+                        Some(handle) => match stream.into_std() {
+                            // Re-registered with the worker's own reactor on arrival.
+                            Ok(std) => {
+                                conns.spawn_on(adopt(lb, std, peer, stop), handle);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot hand a connection over"),
+                        },
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -68,6 +95,19 @@ pub async fn serve(listener: TcpListener, lb: Arc<Lb>, shutdown: impl Future<Out
         conns.shutdown().await;
     }
     lb.log_summary();
+}
+
+/// A connection accepted on another thread, registered with this worker's reactor.
+async fn adopt(
+    lb: Arc<Lb>,
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    match TcpStream::from_std(stream) {
+        Ok(stream) => connection(lb, stream, peer, stop).await,
+        Err(e) => tracing::warn!(error = %e, "cannot adopt a connection"),
+    }
 }
 
 /// One accepted connection: the TLS handshake when the listener terminates TLS (bounded by the
@@ -104,7 +144,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &lb.live.load().config.limits;
-    let state = ConnState::new(limits.header_read_timeout, limits.idle_timeout);
+    let state = ConnState::new(limits.header_read_timeout, limits.idle_timeout, peer.ip());
     let io = TokioIo::new(ConnIo::new(io, Arc::clone(&state)));
     let svc_lb = Arc::clone(&lb);
     let svc_state = Arc::clone(&state);

@@ -25,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::pool::{BackendSlot, InflightGuard, TunnelClose};
+use crate::upstream::Switched;
 
 /// The tunnels of a draining or removed backend close spread over this window after the
 /// deadline, so that their clients do not all reconnect at once.
@@ -71,7 +72,7 @@ impl UpgradeRequest {
         self,
         response_headers: &mut HeaderMap,
         offered: Vec<HeaderValue>,
-        upstream: OnUpgrade,
+        upstream: Switched,
         slot: &Arc<BackendSlot>,
         guard: InflightGuard,
     ) -> Tunnel {
@@ -145,7 +146,7 @@ impl Future for Tunnel {
 
 async fn run(
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    upstream: Switched,
     slot: Arc<BackendSlot>,
     guard: InflightGuard,
     mut close: watch::Receiver<TunnelClose>,
@@ -153,23 +154,28 @@ async fn run(
 ) {
     // In flight on the backend until the tunnel ends.
     let _guard = guard;
+    let early = upstream.early.clone();
     let backend = &slot.id;
     let upgraded = tokio::select! {
-        res = async { tokio::try_join!(client, upstream) } => res,
+        res = client => res,
         () = closed(&mut close, jitter) => {
             tracing::debug!(%backend, "tunnel closed before the upgrade completed: backend leaving");
             return;
         }
     };
-    let (client, upstream) = match upgraded {
-        Ok(both) => both,
+    let client = match upgraded {
+        Ok(client) => client,
         Err(e) => {
-            // Whichever side did upgrade is dropped here, which closes it.
+            // The backend's socket is dropped here, which closes it.
             tracing::debug!(%backend, error = %e, "upgrade failed; tunnel closed");
             return;
         }
     };
-    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    let (mut client, mut upstream) = (TokioIo::new(client), upstream.stream);
+    // Bytes the backend sent right behind its 101 go first.
+    if !upstream_early(&mut client, &early).await {
+        return;
+    }
     tokio::select! {
         res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
             match res {
@@ -188,6 +194,14 @@ async fn run(
         let _ = tokio::join!(client.shutdown(), upstream.shutdown());
     })
     .await;
+}
+
+/// Writes what the backend sent after its 101 to the client; false if the client is gone.
+async fn upstream_early<T: tokio::io::AsyncWrite + Unpin>(client: &mut T, early: &[u8]) -> bool {
+    if early.is_empty() {
+        return true;
+    }
+    client.write_all(early).await.is_ok() && client.flush().await.is_ok()
 }
 
 /// Resolves when the backend's close signal, plus `jitter`, says this tunnel must close. Waits on

@@ -1,5 +1,6 @@
 //! The Idempotency-Key layer on real axum servers (loopback, free ports) over MemoryStore,
-//! SqliteStore (also shared by two servers) and a private redis-server for the outage case.
+//! SqliteStore (also shared by two servers) and a private redis-server (outage, and the outcome
+//! reaching another server). Two layers over one store stand for two replicas.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -19,7 +20,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
 use usher_session::idempotency::{Anonymous, IdempotencyLayer};
-use usher_session::{MemoryStore, SessionStore, SqliteStore, StoreConfig};
+use usher_session::{
+    FieldOp, FieldUpdate, MemoryStore, Record, SessionInfo, SessionKey, SessionStore, SqliteStore,
+    StoreConfig, StoreError, Touch,
+};
 
 const T0: u64 = 1_800_000_000;
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -241,19 +245,10 @@ async fn fifty_concurrent(stores: Vec<Arc<dyn SessionStore>>) {
     }
     assert_eq!((created, conflicts), (1, 49));
     assert_eq!(app.runs.load(Ordering::SeqCst), 1);
-    // After completion every server replays.
+    // After completion every server replays (another server once the outcome write has landed).
     for addr in &addrs {
-        let r = send(
-            &client,
-            *addr,
-            "/api/checkout",
-            Some("\"order-1\""),
-            Some("alice"),
-            "{\"sku\":1}",
-        )
-        .await;
+        let r = poll_replay(&client, *addr, "\"order-1\"", "{\"sku\":1}").await;
         assert_eq!(r.status, StatusCode::CREATED);
-        assert_eq!(r.headers["idempotent-replayed"], "true");
     }
     assert_eq!(app.runs.load(Ordering::SeqCst), 1);
 }
@@ -505,48 +500,197 @@ async fn expired_lease_is_taken_over() {
     assert_eq!(hung.runs.load(Ordering::SeqCst), 3);
 }
 
-#[tokio::test]
+/// A 5xx releases the key in the background: a retry on the same server waits for its own
+/// release and runs; another server sees the key free within a deadline and runs it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_release_the_key() {
     let (_now, clock) = clock();
     let mut app = App::new();
-    app.fail_first = 1;
-    let server = serve(app.clone(), layer(memory(), clock)).await;
+    app.fail_first = 2;
+    let store = memory();
+    let a = serve(app.clone(), layer(store.clone(), clock.clone())).await;
+    let b = serve(app.clone(), layer(store, clock)).await;
     let c = client();
-    let failed = send(
-        &c,
-        server.addr,
-        "/api/checkout",
-        Some("k-5"),
-        Some("alice"),
-        "x",
-    )
-    .await;
+    let checkout = |addr| send(&c, addr, "/api/checkout", Some("k-5"), Some("alice"), "x");
+    let failed = checkout(a.addr).await;
     assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
-    let retry = send(
-        &c,
-        server.addr,
-        "/api/checkout",
-        Some("k-5"),
-        Some("alice"),
-        "x",
-    )
-    .await;
+    let again = checkout(a.addr).await;
+    assert_eq!(
+        again.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "a 5xx is not replayed: the retry on the same server runs at once"
+    );
+    assert_eq!(app.runs.load(Ordering::SeqCst), 2);
+    let start = Instant::now();
+    let retry = loop {
+        let r = checkout(b.addr).await;
+        if r.status != StatusCode::CONFLICT {
+            break r;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the release never reached the store"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(
         retry.status,
         StatusCode::CREATED,
-        "a 5xx is not replayed: the retry runs"
+        "the retry on another server runs"
     );
-    let replay = send(
-        &c,
-        server.addr,
-        "/api/checkout",
-        Some("k-5"),
-        Some("alice"),
-        "x",
-    )
-    .await;
-    assert_eq!(replay.headers["idempotent-replayed"], "true");
-    assert_eq!(app.runs.load(Ordering::SeqCst), 2);
+    for addr in [a.addr, b.addr] {
+        let replay = poll_replay(&c, addr, "k-5", "x").await;
+        assert_eq!(replay.body, retry.body);
+    }
+    assert_eq!(app.runs.load(Ordering::SeqCst), 3);
+}
+
+/// `(status, headers in wire order without Date, body)`: what a byte-identical replay must match.
+fn wire(r: &Reply) -> (StatusCode, Vec<(String, Vec<u8>)>, Bytes) {
+    let headers = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.as_str() != "date")
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .collect();
+    (r.status, headers, r.body.clone())
+}
+
+/// Retries `key` on `addr` until it is replayed (409s while the outcome is being written).
+async fn poll_replay(c: &HttpClient, addr: SocketAddr, key: &str, body: &str) -> Reply {
+    let start = Instant::now();
+    loop {
+        let r = send(c, addr, "/api/checkout", Some(key), Some("alice"), body).await;
+        if r.headers.contains_key("idempotent-replayed") {
+            return r;
+        }
+        assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+        assert_eq!(
+            r.headers["retry-after"], "1",
+            "fresh lease: short Retry-After"
+        );
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the outcome never reached the store"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A store whose outcome writes (`save` over an existing version) wait until the test opens it.
+#[derive(Debug)]
+struct HeldWrites {
+    inner: Arc<dyn SessionStore>,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for HeldWrites {
+    async fn load(&self, key: &SessionKey, now: u64) -> Result<Option<Record>, StoreError> {
+        self.inner.load(key, now).await
+    }
+    async fn save(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        expected: Option<u64>,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        if expected.is_some() {
+            let _ = self.open.clone().wait_for(|open| *open).await;
+        }
+        self.inner.save(key, record, expected, now).await
+    }
+    async fn update_field(
+        &self,
+        key: &SessionKey,
+        field: &str,
+        op: FieldOp,
+        now: u64,
+    ) -> Result<FieldUpdate, StoreError> {
+        self.inner.update_field(key, field, op, now).await
+    }
+    async fn delete(&self, key: &SessionKey, now: u64) -> Result<bool, StoreError> {
+        self.inner.delete(key, now).await
+    }
+    async fn touch(&self, key: &SessionKey, now: u64) -> Result<Touch, StoreError> {
+        self.inner.touch(key, now).await
+    }
+    async fn sessions_of(&self, user: &str, now: u64) -> Result<Vec<SessionInfo>, StoreError> {
+        self.inner.sessions_of(user, now).await
+    }
+    async fn delete_user_sessions(&self, user: &str, now: u64) -> Result<usize, StoreError> {
+        self.inner.delete_user_sessions(user, now).await
+    }
+    async fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
+        self.inner.purge_expired(now).await
+    }
+}
+
+/// The response does not wait for the outcome write: with that write held, the first request is
+/// answered, a retry on the same server is replayed from its cache, and another server sees the
+/// key running (409, `Retry-After: 1`). Once the write lands (`flushed`), the other server
+/// replays the very same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outcome_is_written_after_the_response() {
+    let (_now, clock) = clock();
+    let app = App::new();
+    let (open, held) = tokio::sync::watch::channel(false);
+    let store: Arc<dyn SessionStore> = Arc::new(HeldWrites {
+        inner: memory(),
+        open: held,
+    });
+    let layer_a = layer(store.clone(), clock.clone());
+    let a = serve(app.clone(), layer_a.clone()).await;
+    let b = serve(app.clone(), layer(store, clock)).await;
+    let c = client();
+    let checkout = |addr| send(&c, addr, "/api/checkout", Some("k-10"), Some("alice"), "y");
+    let first = checkout(a.addr).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let local = checkout(a.addr).await;
+    assert_eq!(
+        local.headers["idempotent-replayed"], "true",
+        "from the cache"
+    );
+    assert_eq!(local.body, first.body);
+    let elsewhere = checkout(b.addr).await;
+    assert_eq!(elsewhere.status, StatusCode::CONFLICT);
+    assert_eq!(elsewhere.headers["retry-after"], "1");
+    open.send_replace(true);
+    tokio::time::timeout(DEADLINE, layer_a.flushed())
+        .await
+        .expect("the outcome write finished");
+    let stored = checkout(b.addr).await;
+    assert_eq!(wire(&stored), wire(&local), "cache and store replay alike");
+    assert_eq!(app.runs.load(Ordering::SeqCst), 1);
+}
+
+/// Redis, two servers: the outcome reaches the other server within a deadline after the first
+/// response, and its replay is byte-identical to the first server's (cached) replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outcome_reaches_another_server_on_redis() {
+    let redis = usher_testkit::redis::RedisServer::start();
+    let connect = || async {
+        let opts = usher_session::RedisOptions::new(redis.url());
+        let store = usher_session::RedisStore::connect_with(opts, StoreConfig::default());
+        Arc::new(store.await.unwrap()) as Arc<dyn SessionStore>
+    };
+    let (_now, clock) = clock();
+    let app = App::new();
+    let a = serve(app.clone(), layer(connect().await, clock.clone())).await;
+    let b = serve(app.clone(), layer(connect().await, clock)).await;
+    let c = client();
+    for i in 0..5 {
+        let key = format!("k-r{i}");
+        let first = send(&c, a.addr, "/api/checkout", Some(&key), Some("alice"), "z").await;
+        assert_eq!(first.status, StatusCode::CREATED);
+        let local = send(&c, a.addr, "/api/checkout", Some(&key), Some("alice"), "z").await;
+        assert_eq!(local.headers["idempotent-replayed"], "true");
+        let remote = poll_replay(&c, b.addr, &key, "z").await;
+        assert_eq!(wire(&remote), wire(&local));
+        assert_eq!(remote.body, first.body);
+    }
+    assert_eq!(app.runs.load(Ordering::SeqCst), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

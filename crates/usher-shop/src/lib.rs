@@ -105,7 +105,12 @@ pub struct Shop {
     router: Router,
     store: Arc<dyn SessionStore>,
     purge: bool,
+    /// The checkout's idempotency layer: its outcome writes finish after the responses.
+    idempotency: usher_session::idempotency::IdempotencyLayer,
 }
+
+/// How long shutdown waits for idempotency outcomes still being written.
+const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Shop {
     /// Opens the database and the session store and builds the routes. Fails (without serving)
@@ -140,21 +145,22 @@ impl Shop {
         });
         let session_layer = sessions::layer(Arc::clone(&store), &config);
         let lease = config.idempotency_lease;
-        let app = match jwt {
+        let (app, idempotency) = match jwt {
             None => {
-                let checkout = api::idempotent::wrap(
+                let (checkout, idempotency) = api::idempotent::wrap(
                     api::checkout::router(),
                     Arc::clone(&store),
                     lease,
                     api::idempotent::session_user,
                 );
-                api::router()
+                let app = api::router()
                     .merge(checkout)
                     .merge(pages::router())
-                    .layer(session_layer)
+                    .layer(session_layer);
+                (app, idempotency)
             }
             Some(jwt) => {
-                let checkout = api::idempotent::wrap(
+                let (checkout, idempotency) = api::idempotent::wrap(
                     api::jwt_checkout_router(),
                     Arc::clone(&store),
                     lease,
@@ -166,8 +172,10 @@ impl Shop {
                         auth::authenticate(Arc::clone(&jwt), req, next)
                     }));
                 // The HTML pages keep cookie sessions (in the shared store) in both modes.
-                api.merge(pages::router().layer(session_layer))
-                    .route("/.well-known/jwks.json", get(api::token::jwks))
+                let app = api
+                    .merge(pages::router().layer(session_layer))
+                    .route("/.well-known/jwks.json", get(api::token::jwks));
+                (app, idempotency)
             }
         };
         let router = Router::new()
@@ -186,6 +194,7 @@ impl Shop {
             router,
             store,
             purge: sessions::needs_purge(&config.sessions),
+            idempotency,
         })
     }
 
@@ -208,6 +217,14 @@ impl Shop {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(ShopError::Serve);
+        // Answered checkouts whose outcome is still being stored: finish them, so their keys do
+        // not stay `running` until the lease ends.
+        if tokio::time::timeout(FLUSH_LIMIT, self.idempotency.flushed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: idempotency outcomes still being written after 5 s");
+        }
         let _ = stop_tx.send(true);
         if let Some(task) = purge {
             let _ = task.await;

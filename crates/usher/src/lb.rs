@@ -250,14 +250,16 @@ fn set<T>(slot: &mut Option<T>, flag: Option<T>) {
 
 fn serve(args: RunArgs) -> anyhow::Result<()> {
     let args_for_reload = args.clone();
-    let config = config_from(args)?;
+    let mut config = config_from(args)?;
     let cookie_mode = config.affinity == AffinityMode::Cookie;
     let keys = usher_proxy::load_keys(config.key_file.as_deref(), cookie_mode)?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.threads {
-        runtime.worker_threads(n);
-    }
-    let runtime = runtime
+    // Thread-per-core: this thread's runtime is worker 0; `--threads N` adds N - 1 more
+    // (see usher_proxy::Workers). Default: one per CPU this process may run on.
+    let threads = config.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    config.threads = Some(threads);
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -309,7 +311,10 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
             tls = lb.is_tls(),
             "usher lb ready"
         );
-        usher_proxy::serve(listener, lb, shutdown).await;
+        let workers =
+            usher_proxy::Workers::start(threads).context("cannot start worker threads")?;
+        usher_proxy::serve_on(listener, lb, shutdown, workers.handles()).await;
+        workers.stop();
         if let Some(stop) = admin_stop {
             let _ = stop.send(());
         }

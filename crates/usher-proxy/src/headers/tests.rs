@@ -72,6 +72,7 @@ fn forwarding_headers_replace_untrusted_and_extend_trusted() {
         &mut h,
         Forwarding {
             peer,
+            peer_text: None,
             peer_trusted: false,
             proto: "http",
         },
@@ -93,6 +94,7 @@ fn forwarding_headers_replace_untrusted_and_extend_trusted() {
         &mut h,
         Forwarding {
             peer: v6,
+            peer_text: None,
             peer_trusted: true,
             proto: "http",
         },

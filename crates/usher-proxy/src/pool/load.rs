@@ -71,6 +71,7 @@ pub struct Counter(AtomicU64);
 
 impl Counter {
     /// Requests in flight on this slot.
+    #[inline]
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed) & !DETACHED
     }

@@ -16,7 +16,9 @@
 //!    [`IdempotencyLayer::with_max_body`], else 413) and handed on unchanged.
 //! 4. The record is created with `save(None)` — SET NX on Redis, a unique key in SQL — as
 //!    `running` with a lease. Exactly one request wins and runs the handler. The others see:
-//!    * `running` with a live lease → **409** with `Retry-After` (until the lease ends);
+//!    * `running` with a live lease → **409** with `Retry-After` — `1` while the lease is at most
+//!      2 s old (most likely a quick request whose outcome is being written, see below), else
+//!      [`IdempotencyLayer::with_retry_after`];
 //!    * a different fingerprint → **422** (the key was used for another request);
 //!    * `done` → the stored **status, headers and body replayed byte for byte** plus
 //!      `Idempotent-Replayed: true`;
@@ -28,11 +30,37 @@
 //!    happen (a store or upstream outage), and replaying the failure for 24 hours would make a
 //!    retry useless, while releasing lets the client's retry run it again. A handler that
 //!    returns a 5xx after committing its effect must therefore not be retried blindly; checkout
-//!    handlers should commit and answer 2xx in one step.
+//!    handlers should commit and answer 2xx in one step. An inner service error, a response body
+//!    that fails, or one larger than [`IdempotencyLayer::with_max_response`] also release.
 //! 6. Store down → **503** with `Retry-After`, the handler not run (the draft's "cannot
-//!    guarantee idempotency" case). If the store fails when saving the outcome, the response is
-//!    still returned (the effect happened) and the failure logged; the record stays `running`
-//!    until its lease ends.
+//!    guarantee idempotency" case). If the store fails when saving the outcome, the response has
+//!    been returned anyway (the effect happened) and the failure is logged (`warn`); the record
+//!    stays `running` until its lease ends.
+//!
+//! **The outcome write is off the response path.** The claim (step 4) is the only store round
+//! trip before the handler and the only one a first execution waits for: as soon as the handler's
+//! body is collected the response is returned, and the `done` record (or the release) is written
+//! over our `running` record by a spawned Tokio task (compare-and-swap on the claim's version;
+//! inline if there is no Tokio runtime). The rules that keep this safe:
+//! * Exactly-once is untouched: it rests on the claim, which still precedes the handler.
+//! * A retry that reaches the store before the write lands sees `running` with a fresh lease and
+//!   gets **409 with `Retry-After: 1`** — the accepted price of the early response. The window is
+//!   one store write long (about one round trip).
+//! * For retries on the **same process** that window is closed by a small cache of outcomes the
+//!   layer has just produced (per layer and its clones; at most 1024 entries, 8 MiB of responses,
+//!   64 KiB each, 5 s each, and never past the record's window), consulted before the claim: a
+//!   `done` outcome with the same fingerprint is replayed from it — the same status, headers and
+//!   body as a replay from the store, plus `Idempotent-Replayed: true` — and a retry of a request
+//!   whose release is still being written waits for that write, then claims. Anything else (other
+//!   fingerprints, other processes, older outcomes) goes to the store as before.
+//! * A write that fails is logged (`warn`), as before; the cache still replays the outcome for its
+//!   few seconds, which is the truth (the handler ran).
+//! * On graceful shutdown await [`IdempotencyLayer::flushed`] after the server stops taking
+//!   requests, so the writes under way land; a process killed before that leaves keys `running`
+//!   until their leases end, as a crash mid-request always did.
+//!
+//! A replay costs two store round trips (the create that finds the key taken, then the read);
+//! the store contract has no "create or return the existing record" to do it in one.
 //!
 //! Stored headers exclude hop-by-hop headers (`Connection`, `Keep-Alive`, `Proxy-Connection`,
 //! `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade`), `Content-Length` (recomputed from the
@@ -49,8 +77,10 @@
 
 mod error;
 mod key;
+mod recent;
 mod record;
 mod service;
+mod writer;
 
 use std::fmt;
 use std::sync::Arc;
@@ -102,6 +132,10 @@ pub(crate) struct Config {
     pub(crate) max_response: usize,
     pub(crate) retry_after: Duration,
     pub(crate) clock: Clock,
+    /// Outcomes this layer just produced (shared by the layer's clones).
+    pub(crate) recent: Arc<recent::Recent>,
+    /// Outcome writes under way.
+    pub(crate) writes: Arc<writer::Writes>,
 }
 
 impl fmt::Debug for Config {
@@ -152,6 +186,8 @@ impl IdempotencyLayer {
                 max_response: 1 << 20,
                 retry_after: Duration::from_secs(1),
                 clock: Arc::new(system_now),
+                recent: Arc::new(recent::Recent::new()),
+                writes: Arc::default(),
             }),
         }
     }
@@ -206,7 +242,7 @@ impl IdempotencyLayer {
         self.edit(|c| c.max_response = bytes)
     }
 
-    /// `Retry-After` on store outages (default 1 s).
+    /// `Retry-After` on store outages and on keys held by a lease older than 2 s (default 1 s).
     pub fn with_retry_after(self, after: Duration) -> Self {
         self.edit(|c| c.retry_after = after)
     }
@@ -214,6 +250,13 @@ impl IdempotencyLayer {
     /// The clock (Unix seconds); for tests.
     pub fn with_clock(self, clock: Clock) -> Self {
         self.edit(|c| c.clock = clock)
+    }
+
+    /// Resolves once every outcome write this layer (and its clones) has under way is finished.
+    /// Await it on graceful shutdown, after the server has stopped taking requests, so no answered
+    /// request leaves its key `running` until the lease ends.
+    pub async fn flushed(&self) {
+        self.config.writes.flushed().await;
     }
 }
 

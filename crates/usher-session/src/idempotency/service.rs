@@ -1,9 +1,10 @@
-//! [`IdempotencyService`]: acquire the key, run or replay, record the outcome.
+//! [`IdempotencyService`]: acquire the key, run or replay, hand the outcome to the writer.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, SET_COOKIE};
@@ -14,7 +15,9 @@ use tower_service::Service;
 
 use super::error::IdempotencyError;
 use super::key::{fingerprint, parse};
+use super::recent::Hit;
 use super::record::{State, Stored};
+use super::writer::record_outcome;
 use super::{Anonymous, Config, IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_WINDOW, IDEMPOTENT_REPLAYED};
 use crate::error::StoreError;
 use crate::id::SessionKey;
@@ -25,6 +28,10 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// How many create/take-over races one request tries before answering 409.
 const ACQUIRE_ATTEMPTS: usize = 3;
+
+/// A `running` record whose lease began at most this many seconds ago is probably a quick request
+/// whose outcome is being written: its 409 says `Retry-After: 1`.
+const FRESH_LEASE_SECS: u64 = 2;
 
 /// Hop-by-hop and framing headers, never stored (plus `Set-Cookie`, see the module docs).
 const NOT_STORED: [&str; 7] = [
@@ -113,7 +120,7 @@ where
 }
 
 async fn handle<S, ReqBody, ResBody>(
-    config: &Config,
+    config: &Arc<Config>,
     mut inner: S,
     req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, Failure<S::Error>>
@@ -151,6 +158,12 @@ where
     let fp = fingerprint(parts.method.as_str(), target, &bytes);
     let now = (config.clock)();
 
+    match config.recent.lookup(&store_key, &fp, now) {
+        Hit::Replay(stored) => return Ok(replay(stored)),
+        // This process released the key a moment ago: let the release land before the claim.
+        Hit::Releasing(mut written) => drop(written.wait_for(|w| *w).await),
+        Hit::Miss => {}
+    }
     let (version, record) = match acquire(config, &store_key, &fp, now)
         .await
         .map_err(answer)?
@@ -158,34 +171,22 @@ where
         Acquired::Replay(stored) => return Ok(replay(stored)),
         Acquired::Run { version, record } => (version, record),
     };
+    let release =
+        |record: Record| record_outcome(config, store_key, record, version, fp.clone(), None);
     let res = match inner
         .call(Request::from_parts(parts, ReqBody::from(bytes)))
         .await
     {
         Ok(res) => res,
         Err(e) => {
-            finish(
-                config,
-                &store_key,
-                record,
-                version,
-                State::Released { fingerprint: fp },
-            )
-            .await;
+            release(record).await;
             return Err(Failure::Inner(e));
         }
     };
     let (rparts, rbody) = res.into_parts();
     if rparts.status.is_server_error() {
         // Released, not stored: see the module docs. The body streams through untouched.
-        finish(
-            config,
-            &store_key,
-            record,
-            version,
-            State::Released { fingerprint: fp },
-        )
-        .await;
+        release(record).await;
         return Ok(Response::from_parts(rparts, rbody));
     }
     let collected = rbody.collect().await.map_err(Into::<BoxError>::into);
@@ -193,36 +194,26 @@ where
         Ok(c) => c.to_bytes(),
         Err(e) => {
             tracing::warn!(error = %e, "response body failed; releasing the idempotency key");
-            finish(
-                config,
-                &store_key,
-                record,
-                version,
-                State::Released { fingerprint: fp },
-            )
-            .await;
+            release(record).await;
             let mut res = Response::from_parts(rparts, ResBody::from(Bytes::new()));
             *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
             return Ok(res);
         }
     };
-    let outcome = if body.len() > config.max_response {
+    if body.len() > config.max_response {
         tracing::warn!(
             len = body.len(),
             "response too large to store; releasing the idempotency key"
         );
-        State::Released { fingerprint: fp }
+        release(record).await;
     } else {
-        State::Done {
-            fingerprint: fp,
-            response: Stored {
-                status: rparts.status,
-                headers: storable(&rparts.headers),
-                body: body.clone(),
-            },
-        }
-    };
-    finish(config, &store_key, record, version, outcome).await;
+        let stored = Stored {
+            status: rparts.status,
+            headers: storable(&rparts.headers),
+            body: body.clone(),
+        };
+        record_outcome(config, store_key, record, version, fp.clone(), Some(stored)).await;
+    }
     Ok(Response::from_parts(rparts, ResBody::from(body)))
 }
 
@@ -279,7 +270,7 @@ async fn acquire(
             State::Done { response, .. } => return Ok(Acquired::Replay(response)),
             State::Running { lease_until, .. } if lease_until > now => {
                 return Err(IdempotencyError::InFlight {
-                    retry_after: config.retry_after,
+                    retry_after: in_flight_retry_after(config, lease_until, now),
                 });
             }
             State::Running { .. } | State::Released { .. } => {
@@ -312,17 +303,14 @@ async fn acquire(
     })
 }
 
-/// Writes the outcome over our `running` record (compare-and-swap on our version). Failures are
-/// logged, not returned: the handler has run and its response is the truth.
-async fn finish(config: &Config, key: &SessionKey, mut record: Record, version: u64, state: State) {
-    record.data = state.encode();
-    let now = (config.clock)();
-    match config.store.save(key, &record, Some(version), now).await {
-        Ok(_) => {}
-        Err(StoreError::Conflict { .. }) => tracing::warn!(
-            "idempotency lease was taken over while the request ran (lease shorter than the handler?)"
-        ),
-        Err(e) => tracing::warn!(error = %e, "could not record the idempotent outcome"),
+/// `Retry-After` for a key held by a live lease: 1 s while the lease is fresh (the holder is
+/// probably a quick request whose outcome is being written right now), else the configured one.
+fn in_flight_retry_after(config: &Config, lease_until: u64, now: u64) -> Duration {
+    let started = lease_until.saturating_sub(config.lease_secs);
+    if now.saturating_sub(started) <= FRESH_LEASE_SECS {
+        Duration::from_secs(1)
+    } else {
+        config.retry_after
     }
 }
 

@@ -54,13 +54,14 @@ pub fn token_user(parts: &Parts) -> Option<String> {
 }
 
 /// Wraps every route of `router` (checkout) in the idempotency layer over `store`, behind a
-/// check that the caller is signed in.
+/// check that the caller is signed in. Also returns the layer, whose outcome writes the server
+/// awaits on shutdown ([`IdempotencyLayer::flushed`]).
 pub fn wrap(
     router: Router<AppState>,
     store: Arc<dyn SessionStore>,
     lease: Duration,
     principal: Principal,
-) -> Router<AppState> {
+) -> (Router<AppState>, IdempotencyLayer) {
     let layer = IdempotencyLayer::new(store)
         .with_principal(principal)
         .with_anonymous(Anonymous::Reject)
@@ -79,5 +80,9 @@ pub fn wrap(
         let res: Response = next.run(Request::from_parts(parts, body)).await;
         res
     };
-    router.layer(layer).layer(middleware::from_fn(signed_in))
+    let handle = layer.clone();
+    (
+        router.layer(layer).layer(middleware::from_fn(signed_in)),
+        handle,
+    )
 }
