@@ -271,7 +271,17 @@ impl Live {
         let mut gone = Vec::new();
         {
             let mut shops = self.shops.lock().await;
-            let in_pool: Vec<usize> = counts.iter().filter_map(|(id, _)| ordinal(id)).collect();
+            // Membership read under the shops lock: `add` upserts and records a shop under the
+            // same lock, so a shop added while this tick waited is not taken for one that left
+            // (that race stopped freshly added shops on a busy machine).
+            let in_pool: Vec<usize> = self
+                .lb
+                .pool()
+                .snapshot()
+                .slots
+                .iter()
+                .filter_map(|s| ordinal(s.id.as_str()))
+                .collect();
             let left: Vec<usize> = shops
                 .map
                 .keys()
