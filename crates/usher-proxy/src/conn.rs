@@ -5,6 +5,12 @@
 //! would make the idle timeout unusable; so both timers live here: the header timer starts at the
 //! first byte of a request head, the idle timer when the last response has finished.
 //!
+//! The request path never wakes the driver: the driver never sleeps longer than the shorter of
+//! the two timeouts, so a deadline set after it went to sleep (a head that started, a response
+//! that ended) is still at or after its wake-up, where it is seen and slept on exactly. This
+//! costs one timer wake per timeout period on a busy connection instead of two task wake-ups and
+//! two timer re-arms per request.
+//!
 //! After a `101 Switching Protocols` hyper releases the socket and the connection future ends; the
 //! connection's task then runs the tunnel (`tunnel.rs`) the request path handed over, outside these
 //! timers.
@@ -32,6 +38,9 @@ pub struct ConnState {
     /// 0 = no request head in progress.
     head_deadline_ms: AtomicU64,
     active_requests: AtomicU32,
+    /// When the driver will next look (ms on the same clock); a deadline earlier than this needs
+    /// a wake-up (only possible if the configuration changes underneath; kept as a safety net).
+    armed_ms: AtomicU64,
     suspicious: AtomicBool,
     scanner: Mutex<HeadScanner>,
     notify: Notify,
@@ -57,6 +66,7 @@ impl ConnState {
             last_activity_ms: AtomicU64::new(0),
             head_deadline_ms: AtomicU64::new(0),
             active_requests: AtomicU32::new(0),
+            armed_ms: AtomicU64::new(0),
             suspicious: AtomicBool::new(false),
             scanner: Mutex::new(HeadScanner::default()),
             notify: Notify::new(),
@@ -97,24 +107,20 @@ impl ConnState {
     }
 
     fn on_read(&self, bytes: &[u8]) {
-        let now = self.now_ms();
-        self.last_activity_ms.store(now, Relaxed);
         if self.upgraded.load(Relaxed) {
             return;
         }
         if self.active_requests.load(Relaxed) == 0 && self.head_deadline_ms.load(Relaxed) == 0 {
-            self.head_deadline_ms
-                .store(now + self.header_timeout_ms, Relaxed);
-            self.notify.notify_one();
+            let deadline = self.now_ms() + self.header_timeout_ms;
+            self.head_deadline_ms.store(deadline, Relaxed);
+            if self.armed_ms.load(Relaxed) > deadline {
+                self.notify.notify_one();
+            }
         }
         let mut scanner = self.scanner.lock().unwrap_or_else(|e| e.into_inner());
         if scanner.feed(bytes) {
             self.suspicious.store(true, Relaxed);
         }
-    }
-
-    fn on_write(&self) {
-        self.last_activity_ms.store(self.now_ms(), Relaxed);
     }
 
     /// What the driver should do now, and when to look again.
@@ -124,17 +130,21 @@ impl ConnState {
         if head != 0 && now >= head {
             return Check::HeaderTimeout;
         }
-        let mut next = if head != 0 { head } else { u64::MAX };
-        if self.active_requests.load(Relaxed) == 0 {
+        // Never sleep past the shorter timeout: a deadline set meanwhile is no earlier than that.
+        let period = self.header_timeout_ms.min(self.idle_timeout_ms).max(1);
+        let mut next = now + period;
+        if head != 0 {
+            next = next.min(head);
+        } else if self.active_requests.load(Relaxed) == 0 {
+            // A head in progress is governed by the header timer alone.
             let idle_at = self.last_activity_ms.load(Relaxed) + self.idle_timeout_ms;
             if now >= idle_at {
                 return Check::Idle;
             }
             next = next.min(idle_at);
         }
-        // With a request active and no head pending, wake on a notification (or hourly).
-        let wait = next.saturating_sub(now).min(3_600_000);
-        Check::Wait(Duration::from_millis(wait))
+        self.armed_ms.store(next, Relaxed);
+        Check::Wait(Duration::from_millis(next - now))
     }
 }
 
@@ -156,7 +166,6 @@ impl Drop for RequestActivity {
     fn drop(&mut self) {
         self.0.last_activity_ms.store(self.0.now_ms(), Relaxed);
         self.0.active_requests.fetch_sub(1, Relaxed);
-        self.0.notify.notify_one();
     }
 }
 
@@ -202,14 +211,7 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let res = this.inner.poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res
-            && n > 0
-        {
-            this.state.on_write();
-        }
-        res
+        self.project().inner.poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -217,14 +219,7 @@ impl<T: AsyncWrite> AsyncWrite for ConnIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let res = this.inner.poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res
-            && n > 0
-        {
-            this.state.on_write();
-        }
-        res
+        self.project().inner.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
