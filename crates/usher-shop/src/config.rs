@@ -258,17 +258,31 @@ pub struct ShopConfig {
     /// How long a running checkout holds its Idempotency-Key before a retry may take it over
     /// (must outlast the slowest checkout).
     pub idempotency_lease: Duration,
+    /// How long a client may take to send a whole request head (`--header-read-timeout`); a
+    /// connection whose head is still incomplete then is closed, so a client trickling bytes
+    /// (slowloris) cannot hold it forever. The clock starts when the server starts waiting for a
+    /// head, so it also closes a keep-alive connection left idle this long. Must be above zero.
+    ///
+    /// The default (60 s, as NGINX's `client_header_timeout`) is above the 30 s for which
+    /// `usher lb` keeps an idle upstream connection: a backend that closes idle connections
+    /// before its balancer does races the balancer's next request on them, and a request that
+    /// is not safe to resend then fails.
+    pub header_read_timeout: Duration,
     /// Test only: how long checkout waits before writing the order, so a test can kill the
     /// process mid-checkout. Zero in production.
     pub test_checkout_delay: Duration,
 }
+
+/// Default of [`ShopConfig::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Longest accepted shop id.
 const MAX_ID_LEN: usize = 64;
 
 impl ShopConfig {
     /// A config with defaults: 30 min idle, 24 h absolute, 100 000 memory sessions, default
-    /// password cost, no `Secure` cookie, session auth, a 60 s idempotency lease.
+    /// password cost, no `Secure` cookie, session auth, a 60 s idempotency lease, a 60 s
+    /// header-read timeout.
     pub fn new(id: impl Into<String>, sessions: SessionsSpec, db: DbSpec) -> Self {
         Self {
             id: id.into(),
@@ -282,8 +296,20 @@ impl ShopConfig {
             auth: AuthMode::Session,
             jwt: JwtSettings::default(),
             idempotency_lease: Duration::from_secs(60),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             test_checkout_delay: Duration::ZERO,
         }
+    }
+
+    /// Checks the settings that are not checked by their types: the header-read timeout must be
+    /// above zero (zero would close every connection before its first request).
+    pub fn check(&self) -> Result<(), SpecError> {
+        if self.header_read_timeout.is_zero() {
+            return Err(SpecError(
+                "--header-read-timeout (header_read_timeout) must be above zero".to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     /// The id as a header value, if it can be one (printable ASCII, 1 to 64 bytes).
@@ -358,6 +384,16 @@ mod tests {
         );
         assert_eq!(parse_revocation("always"), Ok(RevocationCheck::Always));
         assert!(parse_revocation("sometimes").is_err());
+    }
+
+    #[test]
+    fn header_read_timeout_must_be_positive() {
+        let mut c = ShopConfig::new("s", SessionsSpec::Memory, DbSpec::Sqlite("x".into()));
+        assert_eq!(c.header_read_timeout, Duration::from_secs(60));
+        assert!(c.check().is_ok());
+        c.header_read_timeout = Duration::ZERO;
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("header-read-timeout"), "{e}");
     }
 
     #[test]

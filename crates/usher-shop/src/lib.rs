@@ -64,6 +64,14 @@
 //!
 //! The library never binds: [`run`] (or [`Shop::open`] then [`Shop::serve`]) takes a bound
 //! listener, so tests and the CLI choose ports.
+//!
+//! **Serving** is HTTP/1.1 on hyper's connection builder (not `axum::serve`, which cannot set
+//! it) with a header-read timeout ([`ShopConfig::header_read_timeout`], 60 s): a connection whose
+//! request head is not complete in time is closed, so a client sending its head one byte a
+//! minute (slowloris) cannot hold a connection forever. hyper starts that clock whenever it waits
+//! for a head, so a keep-alive connection idle that long is closed too. Shutdown is what
+//! `axum::serve` does: stop accepting, let each connection finish the request it is serving
+//! (idle ones close at once), wait for all of them. Upgrades (`101`) stay possible.
 
 pub mod api;
 pub mod auth;
@@ -107,6 +115,8 @@ pub struct Shop {
     purge: bool,
     /// The checkout's idempotency layer: its outcome writes finish after the responses.
     idempotency: usher_session::idempotency::IdempotencyLayer,
+    /// Longest wait for a whole request head.
+    header_read_timeout: std::time::Duration,
 }
 
 /// How long shutdown waits for idempotency outcomes still being written.
@@ -116,6 +126,7 @@ impl Shop {
     /// Opens the database and the session store and builds the routes. Fails (without serving)
     /// if a flag is invalid or a store cannot be reached.
     pub async fn open(config: ShopConfig) -> Result<Self, ShopError> {
+        config.check()?;
         let served_by = config.served_by()?;
         let cost = config.password_cost;
         let hasher = tokio::task::spawn_blocking(move || Hasher::new(cost))
@@ -195,6 +206,7 @@ impl Shop {
             store,
             purge: sessions::needs_purge(&config.sessions),
             idempotency,
+            header_read_timeout: config.header_read_timeout,
         })
     }
 
@@ -213,8 +225,7 @@ impl Shop {
         let purge = self
             .purge
             .then(|| tokio::spawn(sessions::purge_loop(Arc::clone(&self.store), stop_rx)));
-        let result = axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
+        let result = serve_http1(listener, self.router, self.header_read_timeout, shutdown)
             .await
             .map_err(ShopError::Serve);
         // Answered checkouts whose outcome is still being stored: finish them, so their keys do
@@ -240,6 +251,92 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ShopError> {
     Shop::open(config).await?.serve(listener, shutdown).await
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, asks every
+/// connection to close after the request it is serving (an idle one closes at once) and waits
+/// for all of them. Each connection closes if a request head is not complete within
+/// `header_read_timeout`. Never fails: accept errors are logged and retried, as `axum::serve`
+/// does (after a pause unless the peer merely went away, e.g. when out of file descriptors).
+async fn serve_http1(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    header_read_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    // `true` once shutdown began; connections hold a receiver each, so `closed()` on the sender
+    // resolves when the last one has ended.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "accept failed; retrying in 1 s");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                    }
+                }
+            },
+        };
+        let conn = builder
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(router.clone()),
+            )
+            .with_upgrades();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            // Header-read timeouts, resets, bad requests: the client's doing.
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // Either shutdown began or the server is gone: finish and close.
+                    _ = stop.wait_for(|s| *s), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(stop);
+        });
+    }
+    drop(listener);
+    drop(stop_rx);
+    let _ = stop_tx.send(true);
+    stop_tx.closed().await;
+    Ok(())
+}
+
+/// Pause after an accept error that is not the peer's (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Accept errors about one connection only, retried at once.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 fn stamp(mut res: Response, served_by: HeaderValue) -> Response {

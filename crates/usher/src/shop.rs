@@ -108,6 +108,11 @@ struct ShopArgs {
     /// must outlast the slowest checkout.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "60s")]
     idempotency_lease: Duration,
+    /// Close a connection whose request head is not complete this long after the server began
+    /// waiting for it (slowloris protection; also ends keep-alive connections idle this long, so
+    /// keep it above the balancer's upstream idle hold, 30 s for `usher lb`).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "60s")]
+    header_read_timeout: Duration,
     /// TEST ONLY: checkout waits this long before writing the order, so tests can kill a shop
     /// mid-checkout. Never set in production.
     #[arg(long, hide = true, value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -137,6 +142,7 @@ impl ShopArgs {
         config.jwt.revocation = self.jwt_revocation;
         config.jwt.access_ttl = self.jwt_access_ttl;
         config.idempotency_lease = self.idempotency_lease;
+        config.header_read_timeout = self.header_read_timeout;
         if let Some(delay) = self.test_checkout_delay {
             tracing::warn!(
                 ?delay,
