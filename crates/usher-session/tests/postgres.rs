@@ -318,11 +318,72 @@ async fn concurrent_schema_creation() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(indexes.len(), 2, "primary key and user index: {indexes:?}");
+    assert_eq!(
+        indexes.len(),
+        3,
+        "primary key, user index and purge index: {indexes:?}"
+    );
     assert!(
         indexes.iter().any(|i| i.contains("(user_name)")),
         "{indexes:?}"
     );
+}
+
+/// The purge of expired rows has an index to scan: it exists (`pg_indexes`), is created on a
+/// table laid out before it existed, and the planner uses it for the purge's predicate (the
+/// statement in `postgres/schema.rs` compares this same expression, which its unit test checks).
+#[tokio::test]
+async fn purge_has_an_index() {
+    const DEAD_AT: &str = "COALESCE(deleted_until, LEAST(idle_expires_at, expires_at))";
+    let (db, store) = setup().await;
+    let raw = db.raw().await;
+    let purge_index = |raw: tokio_postgres::Client, schema: String| async move {
+        let defs: Vec<String> = raw
+            .query(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = $2",
+                &[&schema, &"usher_sessions_dead"],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        (raw, defs)
+    };
+    let (raw, defs) = purge_index(raw, db.schema.clone()).await;
+    assert_eq!(defs.len(), 1, "{defs:?}");
+    assert!(defs[0].contains(DEAD_AT), "{}", defs[0]);
+
+    // A table from before the index: the next store to start adds it.
+    raw.batch_execute(&format!("DROP INDEX \"{}\".usher_sessions_dead", db.schema))
+        .await
+        .unwrap();
+    let (raw, defs) = purge_index(raw, db.schema.clone()).await;
+    assert!(defs.is_empty(), "{defs:?}");
+    let again = db.store().await;
+    let (raw, defs) = purge_index(raw, db.schema.clone()).await;
+    assert_eq!(defs.len(), 1, "{defs:?}");
+
+    // The planner can answer the purge's predicate from the index (seq scans priced out, as an
+    // empty test table would otherwise be read whole).
+    let plan: Vec<String> = raw
+        .simple_query(&format!(
+            "SET enable_seqscan = off; EXPLAIN DELETE FROM {} WHERE {DEAD_AT} <= 5",
+            store.table()
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("usher_sessions_dead")),
+        "{plan:#?}"
+    );
+    assert_eq!(again.purge_expired(T0).await.unwrap(), 0);
 }
 
 /// Tables isolate stores; only the SHA-256 of a session id is stored, never the id.

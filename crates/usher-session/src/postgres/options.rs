@@ -10,6 +10,10 @@ const MAX_IDENTIFIER: usize = 63;
 /// Suffix of the user index's name (`<table>_user`); the table name leaves room for it.
 pub(super) const USER_INDEX_SUFFIX: &str = "_user";
 
+/// Suffix of the purge index's name (`<table>_dead`): as long as [`USER_INDEX_SUFFIX`], so the
+/// same table-name limit covers both.
+pub(super) const PURGE_INDEX_SUFFIX: &str = "_dead";
+
 /// Connection and layout settings of a [`super::PostgresStore`].
 ///
 /// The table (and schema) are options so that several applications, or several tests, can share
@@ -70,7 +74,7 @@ impl PostgresOptions {
 
     /// Checks the names and sizes, returning the quoted, schema-qualified table name.
     pub(super) fn validate(&self) -> Result<Layout, InvalidPostgresOptions> {
-        let max_table = MAX_IDENTIFIER - USER_INDEX_SUFFIX.len();
+        let max_table = MAX_IDENTIFIER - USER_INDEX_SUFFIX.len().max(PURGE_INDEX_SUFFIX.len());
         check_identifier("table", &self.table, max_table)?;
         if let Some(schema) = &self.schema {
             check_identifier("schema", schema, MAX_IDENTIFIER)?;
@@ -85,6 +89,7 @@ impl PostgresOptions {
         Ok(Layout {
             schema: self.schema.as_ref().map(|s| format!("\"{s}\"")),
             index: format!("\"{}{USER_INDEX_SUFFIX}\"", self.table),
+            purge_index: format!("\"{}{PURGE_INDEX_SUFFIX}\"", self.table),
             table,
         })
     }
@@ -99,6 +104,8 @@ pub(super) struct Layout {
     pub table: String,
     /// `"table_user"` (an index lives in its table's schema, so it is never qualified).
     pub index: String,
+    /// `"table_dead"`: the index the purge of expired rows and lapsed tombstones scans.
+    pub purge_index: String,
 }
 
 impl fmt::Debug for PostgresOptions {
@@ -204,6 +211,7 @@ mod tests {
         let layout = ok.validate().unwrap();
         assert_eq!(layout.table, r#""tenant_1"."Sessions_2""#);
         assert_eq!(layout.index, r#""Sessions_2_user""#);
+        assert_eq!(layout.purge_index, r#""Sessions_2_dead""#);
         assert_eq!(layout.schema.as_deref(), Some(r#""tenant_1""#));
         let plain = PostgresOptions::new("postgres://x@127.0.0.1/db")
             .validate()

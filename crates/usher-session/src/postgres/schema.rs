@@ -17,6 +17,11 @@ const COMMENT_PREFIX: &str = "usher-session sessions, schema ";
 pub(super) const COLUMNS: &str = "version, user_name, data, created_at, last_seen_at, \
                                   idle_expires_at, expires_at, deleted_until";
 
+/// When a row becomes purgeable: its tombstone's end, else the earlier of its two expiries. The
+/// purge compares exactly this expression, so it can range-scan the index on it
+/// ([`super::options::Layout::purge_index`]) instead of reading the whole table.
+const DEAD_AT: &str = "COALESCE(deleted_until, LEAST(idle_expires_at, expires_at))";
+
 /// Whether the stored row is dead at `$n` (expired or a lapsed tombstone): a create may replace
 /// it. `s` is the table's alias.
 fn dead_at(n: u8) -> String {
@@ -115,17 +120,21 @@ impl Sql {
                      RETURNING idle_expires_at, expires_at)
                  SELECT count(*) FROM gone WHERE idle_expires_at > $2 AND expires_at > $2"
             ),
-            purge: format!(
-                "DELETE FROM {t}
-                 WHERE (deleted_until IS NULL AND (idle_expires_at <= $1 OR expires_at <= $1))
-                    OR deleted_until <= $1"
-            ),
+            // The same rows as `(deleted_until IS NULL AND (idle_expires_at <= $1 OR
+            // expires_at <= $1)) OR deleted_until <= $1`, written as one indexed expression.
+            purge: format!("DELETE FROM {t} WHERE {DEAD_AT} <= $1"),
         }
     }
 }
 
-/// Creates the schema (if configured), table and user index if missing, and refuses a table
-/// whose comment says a newer build laid it out.
+/// Creates the schema (if configured), table, user index and purge index if missing, and refuses
+/// a table whose comment says a newer build laid it out.
+///
+/// The purge index (on [`DEAD_AT`]) is created on existing tables too, by the first store of this
+/// build to start: a plain `CREATE INDEX`, which blocks writes to the table while it is built
+/// (one pass over the table; seconds for millions of rows). It costs every write that moves an
+/// expiry (saves, touches) an index update, and such updates are no longer HOT; in exchange a
+/// purge reads only the rows it removes instead of the whole table.
 ///
 /// Several processes may start at once against an empty database, and `CREATE … IF NOT EXISTS`
 /// is not safe against itself (two creators can both pass the existence check, and one fails on
@@ -158,8 +167,10 @@ pub(super) async fn ensure(client: &mut Client, layout: &Layout) -> Result<(), S
              expires_at      bigint NOT NULL,
              deleted_until   bigint
          );
-         CREATE INDEX IF NOT EXISTS {index} ON {t} (user_name) WHERE user_name IS NOT NULL;",
-        index = layout.index
+         CREATE INDEX IF NOT EXISTS {index} ON {t} (user_name) WHERE user_name IS NOT NULL;
+         CREATE INDEX IF NOT EXISTS {purge_index} ON {t} (({DEAD_AT}));",
+        index = layout.index,
+        purge_index = layout.purge_index,
     ))
     .await
     .map_err(StoreError::unavailable)?;
@@ -225,11 +236,17 @@ mod tests {
             schema: None,
             table: "\"t\"".to_owned(),
             index: "\"t_user\"".to_owned(),
+            purge_index: "\"t_dead\"".to_owned(),
         };
         let sql = Sql::new(&layout);
         for s in [&sql.fetch, &sql.create, &sql.update, &sql.touch, &sql.purge] {
             assert!(s.contains("\"t\""), "{s}");
         }
         assert!(sql.create.contains("s.deleted_until <= $8"));
+        assert!(
+            sql.purge.contains(&format!("{DEAD_AT} <= $1")),
+            "{}",
+            sql.purge
+        );
     }
 }
