@@ -33,7 +33,7 @@ pub use arch::Architecture;
 pub use procs::EXIT_WITH_PARENT_ENV;
 pub use report::{ArchResult, LabReport, render_html, render_table};
 pub use scenario::Scenario;
-pub use store::StoreChoice;
+pub use store::{PrivateRedis, StoreChoice};
 
 /// Everything a lab run is configured by.
 #[derive(Debug, Clone)]
