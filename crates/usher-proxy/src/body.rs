@@ -13,14 +13,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use crate::pool::InflightGuard;
+use crate::server::{ClientBody, ClientBodyError};
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-
-use crate::conn::RequestActivity;
-use crate::pool::InflightGuard;
-use crate::upstream::UpstreamBody;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -34,7 +32,7 @@ pub enum RequestBody {
     /// A stream, taken by the first attempt that polls it.
     Stream {
         /// The unread stream, until an attempt takes it.
-        slot: Arc<Mutex<Option<Incoming>>>,
+        slot: Arc<Mutex<Option<ClientBody>>>,
         /// The stream's size hint, captured before it went into the slot.
         hint: SizeHint,
     },
@@ -43,7 +41,10 @@ pub enum RequestBody {
 impl RequestBody {
     /// Wraps a client body: empty, buffered (if its length is known and ≤ `buffer_limit`), or a
     /// replayable-until-read stream.
-    pub async fn from_incoming(body: Incoming, buffer_limit: usize) -> Result<Self, hyper::Error> {
+    pub async fn from_client(
+        body: ClientBody,
+        buffer_limit: usize,
+    ) -> Result<Self, ClientBodyError> {
         if body.is_end_stream() {
             return Ok(Self::Empty);
         }
@@ -90,9 +91,9 @@ pub enum AttemptBody {
     /// The client stream, taken from the slot on first poll.
     Stream {
         /// Where the unread stream waits.
-        slot: Arc<Mutex<Option<Incoming>>>,
+        slot: Arc<Mutex<Option<ClientBody>>>,
         /// The stream, once taken.
-        taken: Option<Incoming>,
+        taken: Option<ClientBody>,
         /// Size hint of the stream.
         hint: SizeHint,
     },
@@ -159,7 +160,6 @@ impl Body for AttemptBody {
 pub struct ResponseBody {
     inner: Inner,
     _inflight: Option<InflightGuard>,
-    _activity: Option<RequestActivity>,
 }
 
 #[derive(Debug)]
@@ -174,7 +174,6 @@ impl ResponseBody {
         Self {
             inner: Inner::Upstream(body),
             _inflight: None,
-            _activity: None,
         }
     }
 
@@ -183,7 +182,6 @@ impl ResponseBody {
         Self {
             inner: Inner::Local(Full::new(text.into())),
             _inflight: None,
-            _activity: None,
         }
     }
 
@@ -193,15 +191,8 @@ impl ResponseBody {
         self
     }
 
-    /// Keeps the connection's request activity until the body is done.
-    pub fn with_activity(mut self, activity: RequestActivity) -> Self {
-        self._activity = Some(activity);
-        self
-    }
-
     fn finish(&mut self) {
         self._inflight = None;
-        self._activity = None;
     }
 }
 

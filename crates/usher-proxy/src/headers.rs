@@ -141,8 +141,12 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
         }
     };
     let host = headers.get(header::HOST).cloned();
+    // Only a trusted peer's chain is read (and extended); anyone else's is replaced unread.
+    let chain = |headers: &HeaderMap, name: &HeaderName| {
+        fwd.peer_trusted.then(|| joined(headers, name)).flatten()
+    };
 
-    match (fwd.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
+    match (fwd.peer_trusted, chain(headers, &X_FORWARDED_FOR)) {
         (true, Some(prev)) => {
             let xff = format!("{prev}, {}", text.xff.to_str().unwrap_or("unknown"));
             insert(headers, &X_FORWARDED_FOR, &xff);
@@ -153,7 +157,12 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
     }
 
     if !(fwd.peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        insert(headers, &X_FORWARDED_PROTO, fwd.proto);
+        let proto = match fwd.proto {
+            "https" => HeaderValue::from_static("https"),
+            "http" => HeaderValue::from_static("http"),
+            other => HeaderValue::from_str(other).unwrap_or(HeaderValue::from_static("http")),
+        };
+        headers.insert(X_FORWARDED_PROTO.clone(), proto);
     }
     if !(fwd.peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         match &host {
@@ -178,7 +187,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
     }
     element.push_str(";proto=");
     element.push_str(fwd.proto);
-    let forwarded = match (fwd.peer_trusted, joined(headers, &header::FORWARDED)) {
+    let forwarded = match (fwd.peer_trusted, chain(headers, &header::FORWARDED)) {
         (true, Some(prev)) => format!("{prev}, {element}"),
         _ => element,
     };

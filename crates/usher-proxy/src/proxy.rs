@@ -13,15 +13,14 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::Lb;
 use crate::access::{self, Served};
 use crate::affinity::{Choice, Key, unix_now};
 use crate::body::{RequestBody, ResponseBody};
-use crate::conn::ConnState;
 use crate::headers::{self, Forwarding, X_REQUEST_ID};
 use crate::pool::{BackendSlot, Excluding};
+use crate::server::{ClientBody, ConnState};
 use crate::stats::Outcome;
 use crate::tunnel::{self, UpgradeRequest};
 use crate::upstream::{Outgoing, SendError, SwitchedSlot, UpstreamBody};
@@ -30,11 +29,10 @@ use crate::upstream::{Outgoing, SendError, SwitchedSlot, UpstreamBody};
 /// names no backend.
 pub async fn handle(
     lb: &Lb,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     peer: SocketAddr,
     conn: &Arc<ConnState>,
 ) -> Response<ResponseBody> {
-    let activity = conn.request_started();
     let started = Instant::now();
     // Kept for the access log only when it is on (the request is consumed below).
     let logged = lb
@@ -61,27 +59,18 @@ pub async fn handle(
             id,
         );
     }
-    Response::from_parts(parts, body.with_activity(activity))
+    Response::from_parts(parts, body)
 }
 
 async fn proxy(
     lb: &Lb,
-    mut req: Request<Incoming>,
+    req: Request<ClientBody>,
     peer: SocketAddr,
     conn: &ConnState,
 ) -> Response<ResponseBody> {
     let live = lb.live();
-    // A head that carried both Content-Length and Transfer-Encoding is a smuggling attempt.
-    if req.headers().contains_key(header::TRANSFER_ENCODING) && conn.saw_conflicting_framing() {
-        return local(
-            lb,
-            StatusCode::BAD_REQUEST,
-            "conflicting Content-Length and Transfer-Encoding\n",
-            None,
-        );
-    }
-    // WebSocket and other upgrades: take the client's side before the request is taken apart.
-    let mut upgrade = UpgradeRequest::take(&mut req);
+    // WebSocket and other upgrades.
+    let mut upgrade = UpgradeRequest::take(&req);
     let (mut parts, body) = req.into_parts();
     let peer_trusted = live
         .config
@@ -120,7 +109,7 @@ async fn proxy(
     );
     let request_id = headers::ensure_request_id(&mut parts.headers, rand::random());
 
-    let body = match RequestBody::from_incoming(body, live.config.limits.retry_buffer_bytes).await {
+    let body = match RequestBody::from_client(body, live.config.limits.retry_buffer_bytes).await {
         Ok(b) => b,
         Err(_) => {
             return local(
@@ -205,7 +194,7 @@ async fn proxy(
                     &request_id,
                     upgrade,
                 );
-                res.extensions_mut().insert(served);
+                note_served(lb, &mut res, served);
                 return res;
             }
             Err(_elapsed) => {
@@ -275,12 +264,21 @@ fn failed(
         _ => (StatusCode::BAD_GATEWAY, "bad gateway\n"),
     };
     let mut res = local(lb, status, text, Some(request_id));
-    res.extensions_mut().insert(Served {
+    let served = Served {
         backend: Some(slot.id.clone()),
         outcome,
         upstream: None,
-    });
+    };
+    note_served(lb, &mut res, served);
     res
+}
+
+/// Notes who served the request on the response, for the access log (only when it is on:
+/// the first extension costs two allocations).
+fn note_served(lb: &Lb, res: &mut Response<ResponseBody>, served: Served) {
+    if lb.live.load().config.access_log {
+        res.extensions_mut().insert(served);
+    }
 }
 
 enum Failure {
@@ -376,11 +374,12 @@ fn refuse(lb: &Lb, outcome: Outcome, request_id: &HeaderValue) -> Response<Respo
     let secs = lb.live.load().config.limits.down_backoff.as_secs().max(1);
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    res.extensions_mut().insert(Served {
+    let served = Served {
         backend: None,
         outcome,
         upstream: None,
-    });
+    };
+    note_served(lb, &mut res, served);
     res
 }
 

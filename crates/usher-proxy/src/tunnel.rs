@@ -3,8 +3,8 @@
 //! bytes both ways once client and backend have both switched protocols.
 //!
 //! The proxy builds a [`Tunnel`] when the backend answers `101 Switching Protocols` and hands it
-//! to the client connection's own task (`ConnState::hand_over_tunnel`), which runs it after hyper
-//! has written the 101 and released the socket: the connection's header and idle timers no longer
+//! to the client connection's own task (`ConnState::hand_over_tunnel`), which runs it on the
+//! client socket once it has written the 101: the connection's header and idle timers no longer
 //! apply, and shutdown treats the tunnel like any open connection (closed after the grace). The
 //! tunnel keeps the backend's in-flight guard until it ends. It ends when either side closes, when
 //! an upgrade fails, or when the backend's close signal (`pool::TunnelClose`: the drain deadline,
@@ -14,17 +14,15 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Version};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::pool::{BackendSlot, InflightGuard, TunnelClose};
+use crate::server::Upgraded;
 use crate::upstream::Switched;
 
 /// The tunnels of a draining or removed backend close spread over this window after the
@@ -38,13 +36,11 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct UpgradeRequest {
     protocols: Vec<HeaderValue>,
-    on_upgrade: OnUpgrade,
 }
 
 impl UpgradeRequest {
-    /// Takes the client's side of the upgrade from `req` when it asks for one. Must run before
-    /// the request is taken apart (the pending upgrade lives in its extensions).
-    pub fn take<B>(req: &mut Request<B>) -> Option<Self> {
+    /// The client's upgrade request, when `req` asks for one.
+    pub fn take<B>(req: &Request<B>) -> Option<Self> {
         if req.version() != Version::HTTP_11 || !connection_has_upgrade(req.headers()) {
             return None;
         }
@@ -52,10 +48,7 @@ impl UpgradeRequest {
         if protocols.is_empty() {
             return None;
         }
-        Some(Self {
-            protocols,
-            on_upgrade: hyper::upgrade::on(req),
-        })
+        Some(Self { protocols })
     }
 
     /// Puts `Connection: upgrade` and the client's `Upgrade` back on the upstream request
@@ -84,15 +77,11 @@ impl UpgradeRequest {
         set_upgrade_headers(response_headers, &offered);
         // Subscribe now, so the tunnel counts as open from the 101 on.
         let close = slot.tunnel_close();
-        let jitter_ms = rand::random_range(0..millis(CLOSE_JITTER).max(1));
-        Tunnel(Box::pin(run(
-            self.on_upgrade,
-            upstream,
-            Arc::clone(slot),
-            guard,
-            close,
-            Duration::from_millis(jitter_ms),
-        )))
+        let jitter = Duration::from_millis(rand::random_range(0..millis(CLOSE_JITTER).max(1)));
+        let slot = Arc::clone(slot);
+        Tunnel(Box::new(move |client| {
+            Box::pin(run(client, upstream, slot, guard, close, jitter))
+        }))
     }
 }
 
@@ -127,8 +116,12 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// One upgraded connection's byte copy, run to its end by the client connection's task.
-pub struct Tunnel(Pin<Box<dyn Future<Output = ()> + Send>>);
+/// One upgraded connection's byte copy, run to its end by the client connection's task on the
+/// client socket.
+pub struct Tunnel(Box<dyn FnOnce(Upgraded) -> TunnelRun + Send>);
+
+/// A running tunnel.
+type TunnelRun = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -136,16 +129,16 @@ impl fmt::Debug for Tunnel {
     }
 }
 
-impl Future for Tunnel {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.as_mut().poll(cx)
+impl Tunnel {
+    /// Copies bytes between `client` and the backend until either side closes or the backend's
+    /// close signal comes.
+    pub async fn run(self, client: Upgraded) {
+        (self.0)(client).await;
     }
 }
 
 async fn run(
-    client: OnUpgrade,
+    mut client: Upgraded,
     upstream: Switched,
     slot: Arc<BackendSlot>,
     guard: InflightGuard,
@@ -154,30 +147,14 @@ async fn run(
 ) {
     // In flight on the backend until the tunnel ends.
     let _guard = guard;
-    let early = upstream.early.clone();
     let backend = &slot.id;
-    let upgraded = tokio::select! {
-        res = client => res,
-        () = closed(&mut close, jitter) => {
-            tracing::debug!(%backend, "tunnel closed before the upgrade completed: backend leaving");
-            return;
-        }
-    };
-    let client = match upgraded {
-        Ok(client) => client,
-        Err(e) => {
-            // The backend's socket is dropped here, which closes it.
-            tracing::debug!(%backend, error = %e, "upgrade failed; tunnel closed");
-            return;
-        }
-    };
-    let (mut client, mut upstream) = (TokioIo::new(client), upstream.stream);
+    let mut upstream_io = upstream.stream;
     // Bytes the backend sent right behind its 101 go first.
-    if !upstream_early(&mut client, &early).await {
+    if !upstream_early(&mut client, &upstream.early).await {
         return;
     }
     tokio::select! {
-        res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+        res = tokio::io::copy_bidirectional(&mut client, &mut upstream_io) => {
             match res {
                 Ok((to_backend, to_client)) => {
                     tracing::trace!(%backend, to_backend, to_client, "tunnel closed");
@@ -191,7 +168,7 @@ async fn run(
         }
     }
     let _ = tokio::time::timeout(SHUTDOWN_LIMIT, async {
-        let _ = tokio::join!(client.shutdown(), upstream.shutdown());
+        let _ = tokio::join!(client.shutdown(), upstream_io.shutdown());
     })
     .await;
 }
@@ -269,8 +246,8 @@ mod tests {
             ("connection", "keep-alive, Upgrade"),
             ("upgrade", "websocket"),
         ];
-        let mut req = request(Version::HTTP_11, &upgrade);
-        let u = UpgradeRequest::take(&mut req).expect("an upgrade");
+        let req = request(Version::HTTP_11, &upgrade);
+        let u = UpgradeRequest::take(&req).expect("an upgrade");
         let mut headers = HeaderMap::new();
         u.restore_request_headers(&mut headers);
         assert_eq!(headers[header::CONNECTION], "upgrade");
@@ -284,9 +261,9 @@ mod tests {
                 &[("connection", "upgrade"), ("upgrade", "")][..],
             ),
         ] {
-            let mut req = request(version, headers);
+            let req = request(version, headers);
             assert!(
-                UpgradeRequest::take(&mut req).is_none(),
+                UpgradeRequest::take(&req).is_none(),
                 "{version:?} {headers:?}"
             );
         }

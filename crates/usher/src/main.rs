@@ -8,6 +8,12 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the proxy allocates and frees a few small blocks
+/// per request on every thread, which glibc's malloc served with more instructions and more
+/// cache misses (see docs/benchmarks.md, "2026-12-04").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Usher: sticky and stateless web tiers, measured.
 #[derive(Debug, Parser)]
 #[command(name = "usher", version, about, propagate_version = true)]

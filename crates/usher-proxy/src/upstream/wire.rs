@@ -2,11 +2,10 @@
 //! read, with the body framing rules of RFC 9112 §6.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Version};
 
-/// Most header fields accepted in a backend's response head.
-const MAX_HEADERS: usize = 100;
+use crate::h1::fields::{self, MAX_FIELDS};
 
 /// How the request body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,18 +46,7 @@ pub fn encode_head(
     out.put_slice(b"\r\n");
 }
 
-/// How a response body is delimited (RFC 9112 §6.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFraming {
-    /// No body (HEAD, 1xx, 204, 304, or `Content-Length: 0`).
-    Empty,
-    /// Exactly this many bytes.
-    Length(u64),
-    /// Chunked transfer coding.
-    Chunked,
-    /// Until the backend closes the connection.
-    UntilClose,
-}
+pub use crate::h1::decode::BodyFraming;
 
 /// A parsed response head.
 #[derive(Debug)]
@@ -91,14 +79,10 @@ pub enum HeadError {
 pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, HeadError> {
     // Uninitialised field slots and compact offsets: zeroing kilobytes per response showed up
     // as the largest single cost of the proxy in callgrind.
-    let mut fields =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut res = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut res,
-        buf,
-        &mut fields,
-    );
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots);
     let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -114,37 +98,12 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, H
     };
     // Offsets of every name and value, so that after the head is frozen into one shared buffer
     // the values can point into it: no allocation per value.
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let count = res.headers.len();
-    for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
-        let at = |p: *const u8, len: usize| {
-            let start = p as usize - base;
-            (
-                u32::try_from(start).unwrap_or(u32::MAX),
-                u32::try_from(start + len).unwrap_or(u32::MAX),
-            )
-        };
-        let (ns, ne) = at(h.name.as_ptr(), h.name.len());
-        let (vs, ve) = at(h.value.as_ptr(), h.value.len());
-        *span = (ns, ne, vs, ve);
-    }
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_FIELDS];
+    let count = fields::spans(buf, &*res.headers, &mut spans);
     let head: Bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(ns, ne, vs, ve) in &spans[..count] {
-        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
-        let name =
-            HeaderName::from_bytes(head.get(ns..ne).ok_or(HeadError::Syntax("head offsets"))?)
-                .map_err(|_| HeadError::Syntax("invalid field name"))?;
-        if ve > head.len() || vs > ve {
-            return Err(HeadError::Syntax("head offsets"));
-        }
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-            .map_err(|_| HeadError::Syntax("invalid field value"))?;
-        headers.append(name, value);
-    }
+    let headers = fields::header_map(&head, &spans[..count]).map_err(HeadError::Syntax)?;
     let (framing, close_delimited) = framing(status, method, &headers)?;
-    let keep_alive = !close_delimited && persistent(version, &headers);
+    let keep_alive = !close_delimited && fields::persistent(version, &headers);
     Ok(Some(Head {
         status,
         version,
@@ -170,61 +129,26 @@ fn framing(
     if headers.contains_key(header::TRANSFER_ENCODING) {
         // Chunked must be the final coding; anything else is read until close. A
         // Content-Length beside it is ignored and the connection not reused (§6.3 item 3).
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty());
-        let chunked = last.is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
         let with_length = headers.contains_key(header::CONTENT_LENGTH);
-        return Ok(if chunked {
+        return Ok(if fields::chunked_is_final(headers) {
             (BodyFraming::Chunked, with_length)
         } else {
             (BodyFraming::UntilClose, true)
         });
     }
-    let mut length: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        let text = v.to_str().map_err(|_| HeadError::Framing)?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HeadError::Framing);
-            }
-            let n: u64 = part.parse().map_err(|_| HeadError::Framing)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(HeadError::Framing);
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
-        Some(0) => (BodyFraming::Empty, false),
-        Some(n) => (BodyFraming::Length(n), false),
-        None => (BodyFraming::UntilClose, true),
-    })
-}
-
-/// HTTP/1.1 persists unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
-fn persistent(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    match version {
-        Version::HTTP_11 => !has("close"),
-        _ => has("keep-alive"),
-    }
+    Ok(
+        match fields::content_length(headers).map_err(|()| HeadError::Framing)? {
+            Some(0) => (BodyFraming::Empty, false),
+            Some(n) => (BodyFraming::Length(n), false),
+            None => (BodyFraming::UntilClose, true),
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     fn parse(text: &str, method: &Method) -> Result<Option<(Head, BytesMut)>, HeadError> {

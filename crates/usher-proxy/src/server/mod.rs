@@ -1,15 +1,34 @@
-//! The accept loop and graceful shutdown. The accept loop only accepts: TLS handshakes run in
-//! each connection's own task.
+//! The client side: the accept loop, graceful shutdown, and a hand-written HTTP/1.1 server.
+//!
+//! The accept loop only accepts: TLS handshakes run in each connection's own task. Each
+//! connection then runs `conn.rs` on its socket's two halves.
+//!
+//! The HTTP/1.1 server is written by hand (on `httparse`, as the backend client in `upstream/`
+//! is) rather than taken from hyper because it is the proxy's hot path and because of what hyper
+//! could not be made to do: its dispatcher and header handling were the largest user-space cost
+//! per proxied request in the profile; it keeps an 8 KiB read and a write buffer on every
+//! connection, idle ones included (185 MiB for 10 000 idle clients, where this holds no buffer
+//! while idle); it starts its header timer while a keep-alive connection is merely idle; and it
+//! resolves a request carrying both `Content-Length` and `Transfer-Encoding` silently instead
+//! of refusing it. Everything else it did is done here too: request smuggling checks and 400 /
+//! 431 answers, `Expect: 100-continue`, `Date`, HTTP/1.0 keep-alive, pipelined requests,
+//! upgrades, and graceful shutdown.
 
-use std::convert::Infallible;
+mod body;
+mod conn;
+mod io;
+mod request;
+mod response;
+
+pub use body::{ClientBody, ClientBodyError};
+pub use conn::ConnState;
+pub use io::Upgraded;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
@@ -17,7 +36,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Lb;
-use crate::conn::{ConnEnd, ConnIo, ConnState, drive};
 
 /// Serves clients on an already-bound `listener` until `shutdown` resolves; then stops accepting,
 /// lets in-flight requests finish (up to `limits.shutdown_grace`), closes the rest and logs the
@@ -121,11 +139,13 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     // Cloned out so the connection does not pin this configuration generation.
     let Some(tls) = lb.live().tls.clone() else {
-        return serve_http(lb, stream, peer, stop).await;
+        // A plain socket splits without a lock.
+        let (rd, wr) = stream.into_split();
+        return conn::serve(lb, Box::new(rd), Box::new(wr), peer, stop).await;
     };
     let limit = lb.live.load().config.limits.header_read_timeout;
     let tls_stream = tokio::select! {
-        res = tls.handshake(stream, limit) => match res {
+        res = Box::pin(tls.handshake(stream, limit)) => match res {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "closed: TLS handshake failed");
@@ -134,47 +154,52 @@ async fn connection(
         },
         _ = stop.wait_for(|stopping| *stopping) => return,
     };
-    serve_http(Arc::clone(&lb), tls_stream, peer, stop).await;
+    // Boxed, like the handshake, so that a plain connection's task holds neither.
+    Box::pin(serve_http(Arc::clone(&lb), tls_stream, peer, stop)).await;
 }
 
-/// Serves HTTP/1.1 on `io` (a plain or TLS stream): activity tracking, timers and graceful
-/// shutdown as described in `conn.rs`; then, if a request switched protocols, its tunnel.
+/// Serves HTTP/1.1 on a TLS stream.
 async fn serve_http<T>(lb: Arc<Lb>, io: T, peer: SocketAddr, stop: watch::Receiver<bool>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = &lb.live.load().config.limits;
-    let state = ConnState::new(limits.header_read_timeout, limits.idle_timeout, peer.ip());
-    let io = TokioIo::new(ConnIo::new(io, Arc::clone(&state)));
-    let svc_lb = Arc::clone(&lb);
-    let svc_state = Arc::clone(&state);
-    let service = service_fn(move |req| {
-        let lb = Arc::clone(&svc_lb);
-        let state = Arc::clone(&svc_state);
-        async move { Ok::<_, Infallible>(crate::proxy::handle(&lb, req, peer, &state).await) }
-    });
-    let end = {
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(None)
-            .max_header_size(limits.max_header_bytes)
-            .keep_alive(true)
-            .serve_connection(io, service)
-            .with_upgrades();
-        tokio::pin!(conn);
-        drive(Arc::clone(&state), conn.as_mut(), stop).await
-        // hyper's connection is dropped here, so a pending client upgrade resolves either way.
-    };
-    match end {
-        ConnEnd::HeaderTimeout => {
-            tracing::debug!(%peer, "closed: request head not received in time")
-        }
-        ConnEnd::Idle => tracing::trace!(%peer, "closed: idle keep-alive connection"),
-        ConnEnd::Closed => {}
-    }
-    // After a 101 the socket belongs to the tunnel; it runs here, in the connection's task, so
-    // shutdown waits for it (up to the grace) and then aborts it with the other connections.
-    if let Some(tunnel) = state.take_tunnel() {
-        tunnel.await;
+    let (rd, wr) = tokio::io::split(io);
+    conn::serve(lb, Box::new(rd), Box::new(wr), peer, stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BackendAddr, BackendSection, FileConfig, LbConfig};
+
+    /// What an idle client connection's task holds is this future: the request path, the
+    /// response writer and the TLS handshake are boxed only while they run, so 10 000 idle
+    /// clients cost about 16 MiB here instead of the 60 MiB they did inline.
+    #[tokio::test]
+    async fn an_idle_connection_task_stays_small() {
+        let raw = FileConfig {
+            backends: vec![toml::Spanned::new(
+                0..0,
+                BackendSection {
+                    id: "a".parse().expect("id"),
+                    addr: BackendAddr(SocketAddr::from(([127, 0, 0, 1], 9))),
+                    weight: None,
+                },
+            )],
+            ..FileConfig::default()
+        };
+        let keys = usher_balancer::KeyRing::new(vec![usher_balancer::AffinityKey::from_bytes(
+            1, [7u8; 32],
+        )])
+        .expect("keys");
+        let lb = Lb::new(LbConfig::from_raw(raw, None).expect("config"), keys).expect("lb");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (_stop_tx, stop) = watch::channel(false);
+        let task = connection(lb, stream, SocketAddr::from(([127, 0, 0, 1], 1)), stop);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 2048, "a connection's task holds {size} bytes");
     }
 }
