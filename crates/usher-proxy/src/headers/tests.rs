@@ -141,3 +141,22 @@ fn query_values_are_found() {
     assert_eq!(find_query(Some("b"), "sid"), None);
     assert_eq!(find_query(None, "sid"), None);
 }
+
+#[test]
+fn cookie_edges_spaces_quotes_and_junk() {
+    let h = map(&[("cookie", " a = 1 ;;usher=\"\"T\"\" ; =x; noeq")]);
+    assert_eq!(find_cookie(&h, "a"), Some("1"));
+    assert_eq!(find_cookie(&h, "usher"), Some("T"));
+    assert_eq!(find_cookie(&h, "noeq"), None);
+    assert_eq!(find_cookie(&h, ""), Some("x"));
+    let mut stripped = h.clone();
+    strip_cookie(&mut stripped, "usher");
+    assert_eq!(stripped["cookie"], "a = 1; =x; noeq");
+    // A value that is not UTF-8 is never returned as a match.
+    let mut odd = HeaderMap::new();
+    odd.insert(
+        "cookie",
+        HeaderValue::from_bytes(b"usher=\xff\xfe").expect("obs-text is a valid value"),
+    );
+    assert_eq!(find_cookie(&odd, "usher"), None);
+}

@@ -34,8 +34,8 @@ use crate::Lb;
 use crate::h1::decode::BodyFraming;
 use crate::tunnel::Tunnel;
 
-/// How long a refused client's remaining bytes are read and dropped before the close, so that
-/// the close does not reset the connection before the client has read the error.
+/// How long a client's remaining bytes are read and dropped before a close that follows an
+/// answer to a request not read whole, so the close does not reset the connection under it.
 const LINGER: Duration = Duration::from_secs(1);
 /// Most bytes read and dropped while lingering.
 const LINGER_BYTES: usize = 1024 * 1024;
@@ -228,6 +228,11 @@ pub(crate) async fn serve(
                 clock.last_activity = Instant::now();
                 reader.release_if_empty();
             }
+            Ok(false) if !body_complete => {
+                // The client may still be sending the body nobody read.
+                linger(&mut reader, &mut wr).await;
+                return;
+            }
             Ok(false) => break,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "response not written whole; closing");
@@ -317,6 +322,13 @@ async fn refuse(lb: &Lb, reader: &mut Reader, wr: &mut WriteHalf, refusal: Refus
     if response::write(wr, res, exchange).await.is_err() {
         return;
     }
+    linger(reader, wr).await;
+}
+
+/// Closes after an answer the client may not have finished sending its request for: ends the
+/// write side, then reads and drops what still arrives (bounded in bytes and time), so that the
+/// close does not reset the connection and take the unread answer with it.
+async fn linger(reader: &mut Reader, wr: &mut WriteHalf) {
     let _ = tokio::time::timeout(LINGER, async {
         let _ = wr.shutdown().await;
         reader.buf.clear();
