@@ -98,27 +98,16 @@ impl Decoder {
         loop {
             let step = match *self {
                 Self::Done => return Ok(Decoded::End),
-                Self::Length(left) => {
+                Self::Length(left) | Self::ChunkData(left) => {
                     let Some(data) = take(buf, left) else {
                         return Ok(Decoded::NeedMore);
                     };
                     let left = left - data.len() as u64;
-                    *self = if left == 0 {
-                        Self::Done
-                    } else {
-                        Self::Length(left)
-                    };
-                    return Ok(Decoded::Data(data));
-                }
-                Self::ChunkData(left) => {
-                    let Some(data) = take(buf, left) else {
-                        return Ok(Decoded::NeedMore);
-                    };
-                    let left = left - data.len() as u64;
-                    *self = if left == 0 {
-                        Self::ChunkEnd
-                    } else {
-                        Self::ChunkData(left)
+                    *self = match (*self, left) {
+                        (Self::Length(_), 0) => Self::Done,
+                        (Self::Length(_), n) => Self::Length(n),
+                        (_, 0) => Self::ChunkEnd,
+                        (_, n) => Self::ChunkData(n),
                     };
                     return Ok(Decoded::Data(data));
                 }

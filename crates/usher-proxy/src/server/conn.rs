@@ -198,12 +198,12 @@ pub(crate) async fn serve(
         {
             break;
         }
-        let (req, loan, kept) = request(head, reader);
+        let (req, home) = request(head, reader);
         // Boxed: the request path's state is several KiB, which an idle connection need not hold.
         let res = Box::pin(crate::proxy::handle(&lb, req, peer, &state)).await;
-        let (back, body_complete) = match (loan, kept) {
-            (Some(loan), _) => loan.take_back(),
-            (None, kept) => (kept, true),
+        let (back, body_complete) = match home {
+            ReaderHome::Lent(loan) => loan.take_back(),
+            ReaderHome::Kept(reader) => (Some(reader), true),
         };
         let Some(back) = back else {
             return;
@@ -243,24 +243,28 @@ pub(crate) async fn serve(
     let _ = tokio::time::timeout(LINGER, wr.shutdown()).await;
 }
 
-/// The request for `head`; a body borrows the reader (given back through the loan), else the
-/// reader stays with the connection.
-fn request(
-    head: RequestHead,
-    reader: Reader,
-) -> (Request<ClientBody>, Option<BodyLoan>, Option<Reader>) {
-    let (body, loan, kept) = if head.framing == BodyFraming::Empty {
-        (ClientBody::empty(), None, Some(reader))
+/// Where the connection's reader is while a request is served.
+enum ReaderHome {
+    /// No body: the connection kept it.
+    Kept(Reader),
+    /// The request's body borrowed it; the loan gives it back.
+    Lent(BodyLoan),
+}
+
+/// The request for `head`; a body borrows the reader, else the connection keeps it.
+fn request(head: RequestHead, reader: Reader) -> (Request<ClientBody>, ReaderHome) {
+    let (body, home) = if head.framing == BodyFraming::Empty {
+        (ClientBody::empty(), ReaderHome::Kept(reader))
     } else {
         let (body, loan) = ClientBody::lend(reader, head.framing);
-        (body, Some(loan), None)
+        (body, ReaderHome::Lent(loan))
     };
     let mut req = Request::new(body);
     *req.method_mut() = head.method;
     *req.uri_mut() = head.uri;
     *req.version_mut() = head.version;
     *req.headers_mut() = head.headers;
-    (req, loan, kept)
+    (req, home)
 }
 
 /// Waits for the next complete request head.
