@@ -85,6 +85,30 @@ pub trait LoadView {
     fn totals(&self, weights: &[u32]) -> LoadTotals {
         LoadTotals::scan(self, weights)
     }
+    /// A hint: `true` promises that [`LoadView::available`] is `true` for every member right now,
+    /// so a scan may skip asking. The default, `false`, promises nothing. A view that answers
+    /// `true` when some member is unavailable makes selectors pick that member.
+    fn all_available(&self) -> bool {
+        false
+    }
+    /// Calls `visit(i, inflight(i), with[i])` for the members of `range` in order until it
+    /// returns `true`; returns whether it did. `with` is the caller's per-member data (a
+    /// selector's weights or scale factors); members it has no entry for are not visited.
+    /// Scans that need only the counts use this so a view can walk its own storage once, side
+    /// by side with `with` (no bounds check nor base reload per member), instead of being
+    /// indexed per member. The default asks [`LoadView::inflight`] member by member.
+    #[inline]
+    fn visit_inflight<T: Copy>(
+        &self,
+        range: std::ops::Range<usize>,
+        with: &[T],
+        mut visit: impl FnMut(usize, u64, T) -> bool,
+    ) -> bool {
+        let with = with
+            .get(range.start..range.end.min(with.len()))
+            .unwrap_or_default();
+        range.zip(with).any(|(i, &t)| visit(i, self.inflight(i), t))
+    }
 }
 
 /// Eligible members and their load, as [`LoadView::totals`] reports them.
@@ -139,6 +163,19 @@ impl<T: LoadView + ?Sized> LoadView for &T {
     #[inline]
     fn totals(&self, weights: &[u32]) -> LoadTotals {
         (**self).totals(weights)
+    }
+    #[inline]
+    fn all_available(&self) -> bool {
+        (**self).all_available()
+    }
+    #[inline]
+    fn visit_inflight<U: Copy>(
+        &self,
+        range: std::ops::Range<usize>,
+        with: &[U],
+        visit: impl FnMut(usize, u64, U) -> bool,
+    ) -> bool {
+        (**self).visit_inflight(range, with, visit)
     }
 }
 

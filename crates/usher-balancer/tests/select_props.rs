@@ -252,6 +252,21 @@ impl LoadView for Counted {
     }
 }
 
+/// A slice view whose members are all available, and says so.
+struct AllUp(Vec<(bool, u64)>);
+
+impl LoadView for AllUp {
+    fn available(&self, i: usize) -> bool {
+        self.0[..].available(i)
+    }
+    fn inflight(&self, i: usize) -> u64 {
+        self.0[..].inflight(i)
+    }
+    fn all_available(&self) -> bool {
+        self.0.iter().all(|m| m.0)
+    }
+}
+
 /// The least-conn answer by definition: scanning from `⌊r · n / 2^64⌋`, the first eligible
 /// member with the smallest load per weight (compared exactly in `u128`).
 fn least_conn_reference(state: &[(bool, u64, u32)], r: u64) -> Option<usize> {
@@ -297,6 +312,34 @@ proptest! {
         let s = Selector::new(&members, &SelectorConfig { policy: Policy::LeastConn, ..SelectorConfig::default() });
         for r in randoms {
             prop_assert_eq!(s.pick(&view[..], None, r), least_conn_reference(&state, r));
+        }
+    }
+
+    /// The same with every member available and a view that says so
+    /// ([`LoadView::all_available`]), which takes least-conn's walk over the counts alone:
+    /// equal, uniform (some weight 0) and scaled weights, idle members, huge loads.
+    #[test]
+    fn least_conn_on_an_all_up_view_matches_the_definition(
+        state in proptest::collection::vec(
+            (
+                prop_oneof![0u64..4, 0u64..1_000, Just(u64::MAX), (1u64 << 40)..(1u64 << 50)],
+                prop_oneof![Just(0u32), 1u32..4, 1u32..100_000],
+            ),
+            1..40,
+        ),
+        weights in prop_oneof![Just(None), Just(Some(1u32)), Just(Some(7))],
+        randoms in proptest::collection::vec(any::<u64>(), 8),
+    ) {
+        let state: Vec<(bool, u64, u32)> = state
+            .iter()
+            .map(|&(load, w)| (true, load, weights.unwrap_or(w)))
+            .collect();
+        let members: Vec<Member> =
+            state.iter().enumerate().map(|(i, s)| member(&format!("m{i}"), s.2)).collect();
+        let view = AllUp(state.iter().map(|s| (s.0, s.1)).collect());
+        let s = Selector::new(&members, &SelectorConfig { policy: Policy::LeastConn, ..SelectorConfig::default() });
+        for r in randoms {
+            prop_assert_eq!(s.pick(&view, None, r), least_conn_reference(&state, r));
         }
     }
 

@@ -14,7 +14,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use usher_balancer::{BackendId, SelectorConfig};
@@ -22,6 +22,8 @@ use usher_balancer::{BackendId, SelectorConfig};
 use crate::config::BackendConfig;
 
 mod bindings;
+mod cells;
+mod clock;
 mod load;
 mod membership;
 mod slot;
@@ -57,7 +59,8 @@ pub struct Pool {
     /// Serializes writers; readers never take it.
     write: Mutex<()>,
     selector_config: Mutex<SelectorConfig>,
-    epoch: Instant,
+    /// [`clock::coarse_ms`] when the pool started.
+    epoch_ms: u64,
 }
 
 impl Pool {
@@ -67,9 +70,12 @@ impl Pool {
         selector_config: SelectorConfig,
     ) -> Result<Self, http::uri::InvalidUri> {
         let load = Arc::new(PoolLoad::default());
+        // One block of pick cells for all of them, so picks scan one array (`pool/cells.rs`).
+        let cells = cells::CellRef::block(backends.len());
         let slots = backends
             .iter()
-            .map(|b| BackendSlot::new(b, &load).map(Arc::new))
+            .zip(cells)
+            .map(|(b, hot)| BackendSlot::new(b, &load, hot).map(Arc::new))
             .collect::<Result<_, _>>()?;
         let epoch = load.next_epoch();
         Ok(Self {
@@ -82,7 +88,7 @@ impl Pool {
             load,
             write: Mutex::new(()),
             selector_config: Mutex::new(selector_config),
-            epoch: Instant::now(),
+            epoch_ms: clock::coarse_ms(),
         })
     }
 
@@ -91,9 +97,17 @@ impl Pool {
         self.current.load_full()
     }
 
-    /// Milliseconds since the pool started (the clock of deadlines and back-offs).
+    /// The current snapshot, borrowed: cheaper than [`Self::snapshot`] (no reference count is
+    /// taken), for the request path's pick. Hold it briefly and never across an `.await`: each
+    /// thread has only a few such borrows before loads fall back to the slower path.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// Milliseconds since the pool started (the clock of deadlines and back-offs), on the
+    /// coarse monotonic clock: it may run up to one scheduler tick behind (see `pool/clock.rs`).
     pub fn now_ms(&self) -> u64 {
-        millis(self.epoch.elapsed())
+        clock::coarse_ms().saturating_sub(self.epoch_ms)
     }
 
     /// Ends drains that are over: a draining backend is removed once its deadline has passed or
@@ -133,7 +147,8 @@ impl Pool {
         slot.drain_deadline_ms.store(deadline_ms, Relaxed);
         slot.hot.gate.set_draining(true);
         self.load.changed();
-        match self.epoch.checked_add(Duration::from_millis(deadline_ms)) {
+        // The same moment on the precise clock (the pool's may lag it by a tick).
+        match std::time::Instant::now().checked_add(deadline) {
             Some(at) => slot.close_tunnels_at(at),
             // A deadline past the clock's range never comes.
             None => slot.keep_tunnels_open(),
@@ -192,6 +207,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
+    use usher_balancer::LoadView;
 
     fn cfg(id: &str, port: u16, weight: u32) -> BackendConfig {
         BackendConfig {
@@ -199,6 +215,35 @@ mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             weight,
         }
+    }
+
+    #[test]
+    fn picks_scan_one_array_when_the_backends_are_one_block() {
+        let set = [cfg("a", 1, 1), cfg("b", 2, 1), cfg("c", 3, 1)];
+        let pool = Pool::new(&set, SelectorConfig::default()).expect("pool");
+        assert!(pool.snapshot().hot.is_dense(), "the starting set");
+        let a = Arc::clone(&pool.snapshot().slots[0]);
+        let _busy = a.begin();
+        pool.upsert(&cfg("d", 4, 1)).expect("add");
+        let snap = pool.snapshot();
+        assert!(
+            !snap.hot.is_dense(),
+            "one added later has a cell of its own"
+        );
+        assert_eq!(
+            snap.view(0).inflight(0),
+            1,
+            "counts read through either layout"
+        );
+        // A reload that keeps some backends stays scattered; one that replaces all is dense.
+        pool.reconfigure(&set[..2], SelectorConfig::default())
+            .expect("shrink");
+        assert!(!pool.snapshot().hot.is_dense());
+        let fresh = [cfg("x", 7, 1), cfg("y", 8, 1)];
+        pool.reconfigure(&fresh, SelectorConfig::default())
+            .expect("replace");
+        assert!(pool.snapshot().hot.is_dense());
+        assert_eq!(a.inflight(), 1, "a retired slot keeps its own count");
     }
 
     #[test]

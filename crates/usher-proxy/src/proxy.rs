@@ -126,18 +126,22 @@ async fn proxy(
     let uri = parts.uri.clone();
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
 
-    let snap = lb.pool.snapshot();
-    let mut choice =
-        live.affinity
-            .choose(&key, &snap, &snap.view(lb.pool.now_ms()), rand::random());
+    // The snapshot is only borrowed for the pick (no reference count taken); the request keeps
+    // the chosen slot, and a retry picks from the snapshot current at that time.
+    let (mut choice, mut picked) = {
+        let snap = lb.pool.current();
+        let choice =
+            live.affinity
+                .choose(&key, &snap, &snap.view(lb.pool.now_ms()), rand::random());
+        let slot = choice.index.and_then(|i| snap.slots.get(i)).cloned();
+        (choice, slot)
+    };
     let mut retried = false;
     loop {
-        let Some(index) = choice.index else {
+        let Some(slot) = picked.take() else {
             return refuse(lb, choice.outcome, &request_id);
         };
-        let Some(slot) = snap.slots.get(index) else {
-            return refuse(lb, choice.outcome, &request_id);
-        };
+        let slot = &slot;
         let Some(attempt_body) = body.attempt() else {
             lb.stats.outcome(choice.outcome);
             return local(
@@ -221,11 +225,14 @@ async fn proxy(
         if !retry {
             return failed(lb, &failure, choice.outcome, slot, &request_id);
         }
+        let snap = lb.pool.current();
         let view = Excluding {
             view: snap.view(lb.pool.now_ms()),
-            skip: index,
+            skip: snap.index_of(&slot.id).unwrap_or(usize::MAX),
         };
         let again = live.affinity.choose(&key, &snap, &view, rand::random());
+        picked = again.index.and_then(|i| snap.slots.get(i)).cloned();
+        drop(snap);
         if again.index.is_none() && again.outcome != Outcome::StrictReject {
             // Nowhere else to go: the client learns what actually happened, not "unavailable".
             return failed(lb, &failure, choice.outcome, slot, &request_id);

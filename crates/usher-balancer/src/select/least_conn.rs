@@ -141,19 +141,43 @@ fn scaled_min(
     };
     let n = scales.len();
     // Each half returns early on an idle member; `||` then skips the other half.
-    let _ = match kind {
-        Kind::Equal => {
-            best.scan::<EQUAL>(scales, start..n, view) || best.scan::<EQUAL>(scales, 0..start, view)
+    if view.all_available() {
+        // The common case: every backend up (the view says so once per pick), so the view
+        // walks its counts and each member costs a load and a comparison.
+        let _ = match kind {
+            Kind::Equal => {
+                best.scan_all::<EQUAL>(scales, start..n, view)
+                    || best.scan_all::<EQUAL>(scales, 0..start, view)
+            }
+            Kind::Uniform => {
+                best.scan_all::<UNIFORM>(scales, start..n, view)
+                    || best.scan_all::<UNIFORM>(scales, 0..start, view)
+            }
+            Kind::Scaled => {
+                best.scan_all::<SCALED>(scales, start..n, view)
+                    || best.scan_all::<SCALED>(scales, 0..start, view)
+            }
+        };
+        if best.index == usize::MAX {
+            // Every cost was u64::MAX (or nobody has weight): let the exact scan decide.
+            best.loads = u64::MAX;
         }
-        Kind::Uniform => {
-            best.scan::<UNIFORM>(scales, start..n, view)
-                || best.scan::<UNIFORM>(scales, 0..start, view)
-        }
-        Kind::Scaled => {
-            best.scan::<SCALED>(scales, start..n, view)
-                || best.scan::<SCALED>(scales, 0..start, view)
-        }
-    };
+    } else {
+        let _ = match kind {
+            Kind::Equal => {
+                best.scan::<EQUAL>(scales, start..n, view)
+                    || best.scan::<EQUAL>(scales, 0..start, view)
+            }
+            Kind::Uniform => {
+                best.scan::<UNIFORM>(scales, start..n, view)
+                    || best.scan::<UNIFORM>(scales, 0..start, view)
+            }
+            Kind::Scaled => {
+                best.scan::<SCALED>(scales, start..n, view)
+                    || best.scan::<SCALED>(scales, 0..start, view)
+            }
+        };
+    }
     if best.loads >= MAX_LOAD {
         return None;
     }
@@ -209,6 +233,47 @@ impl Cheapest {
             }
         }
         false
+    }
+
+    /// [`Self::scan`] on a view whose members are all available ([`LoadView::all_available`]):
+    /// the view walks its counts itself ([`LoadView::visit_inflight`]), and the loop is kept to
+    /// a load, the scale (unless `EQUAL`), a compare and a well-predicted branch. A new cheapest
+    /// member is rare once the first few are seen, so everything else happens only then, on a
+    /// path marked cold (as conditional moves, the update made a two-cycle dependency from each
+    /// member to the next):
+    ///
+    /// * a weight-0 member (scale 0) is passed over;
+    /// * the load joins `loads`, the wrap check: a scaled cost can only have wrapped if its load
+    ///   is ≥ [`MAX_LOAD`], and a wrapped cost matters only if it comes out below the cheapest so
+    ///   far, which brings it here, so checking only here is enough;
+    /// * the scan stops at an idle member (cost 0 is always below the cheapest so far, or the
+    ///   scan would have stopped already).
+    ///
+    /// Measured: see `docs/benchmarks.md`, "least-conn".
+    fn scan_all<const MODE: u8>(
+        &mut self,
+        scales: &[u64],
+        range: Range<usize>,
+        view: &(impl LoadView + ?Sized),
+    ) -> bool {
+        view.visit_inflight(range, scales, |i, load, scale| {
+            let scale = if MODE == EQUAL { 1 } else { scale };
+            let cost = if MODE == SCALED {
+                load.wrapping_mul(scale)
+            } else {
+                load
+            };
+            if cost < self.cost {
+                std::hint::cold_path();
+                if scale == 0 {
+                    return false;
+                }
+                self.loads |= load;
+                (self.cost, self.index) = (cost, i);
+                return cost == 0;
+            }
+            false
+        })
     }
 }
 
@@ -386,6 +451,42 @@ mod tests {
         );
         let one = [(true, 9)];
         assert_eq!(least_conn(&[4], &scales(&[4]), &one[..], u64::MAX), Some(0));
+    }
+
+    /// A slice view that says every member is available (takes the walk over counts alone).
+    struct AllUp<'a>(&'a [(bool, u64)]);
+
+    impl LoadView for AllUp<'_> {
+        fn available(&self, i: usize) -> bool {
+            self.0.available(i)
+        }
+        fn inflight(&self, i: usize) -> u64 {
+            self.0.inflight(i)
+        }
+        fn all_available(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_wrapped_cost_on_the_all_up_walk_falls_back_to_the_exact_scan() {
+        // lcm 20 000: member 0's factor is 20 000, and this load times it wraps to 8 384,
+        // below member 1's honest 9 000 (0.45 per unit of weight against 9.2e14).
+        let ms = &[1, 20_000];
+        let load = 922_337_203_685_478;
+        assert_eq!(load * 20_000u128 % (1 << 64), 8_384);
+        let view = [(true, load as u64), (true, 9_000)];
+        for r in [0, u64::MAX] {
+            assert_eq!(least_conn(ms, &scales(ms), &AllUp(&view), r), Some(1));
+        }
+        // Weight-0 members are passed over, idle or not; idle members stop the walk.
+        let ms = &[0, 3, 0, 3];
+        let view = [(true, 0), (true, 4), (true, 0), (true, 2)];
+        assert_eq!(least_conn(ms, &scales(ms), &AllUp(&view), 0), Some(3));
+        let view = [(true, 0), (true, 0), (true, 0), (true, 0)];
+        assert_eq!(least_conn(ms, &scales(ms), &AllUp(&view), 0), Some(1));
+        let ms = &[0, 0];
+        assert_eq!(least_conn(ms, &scales(ms), &AllUp(&view[..2]), 0), None);
     }
 
     #[test]

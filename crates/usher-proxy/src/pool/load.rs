@@ -109,6 +109,9 @@ pub struct Steady {
     epoch: u64,
     /// The generation verified steady, plus one (0: never).
     verified: AtomicU64,
+    /// The generation at which every backend was seen taking new work (weights aside), plus
+    /// one (0: never); see [`Self::all_take_new`].
+    available: AtomicU64,
     /// Every backend had weight > 0 when the snapshot was built.
     all_weighted: bool,
 }
@@ -119,8 +122,30 @@ impl Steady {
         Self {
             epoch,
             verified: AtomicU64::new(0),
+            available: AtomicU64::new(0),
             all_weighted,
         }
+    }
+
+    /// Whether every backend of this snapshot takes new work: O(1) while the snapshot is
+    /// current and was verified at the current generation; else `check` (a pass over the
+    /// backends), recording a `true` for the next pick. A backend can only become unavailable
+    /// through a change that bumps the generation (a back-off deadline only ever expires), so a
+    /// recorded answer holds until the generation moves.
+    pub fn all_take_new(&self, pool: &PoolLoad, check: impl FnOnce() -> bool) -> bool {
+        let (generation, current) = pool.generation(self.epoch);
+        if !current {
+            return false;
+        }
+        let mark = generation.wrapping_add(1);
+        if self.available.load(Ordering::Relaxed) == mark {
+            return true;
+        }
+        let all = check();
+        if all {
+            self.available.store(mark, Ordering::Relaxed);
+        }
+        all
     }
 
     /// The totals in O(1) when this snapshot is current and was verified steady at the current

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use usher_balancer::{BackendId, SelectorConfig};
 
+use super::cells::CellRef;
 use super::{BackendSlot, Pool, PoolError, Snapshot};
 use crate::config::BackendConfig;
 
@@ -21,10 +22,10 @@ impl Pool {
         match slots.iter().position(|s| s.id == cfg.id) {
             Some(i) if slots[i].addr == cfg.addr => slots[i].weight.store(cfg.weight, Relaxed),
             Some(i) => {
-                let fresh = Arc::new(self.ramping(cfg)?);
+                let fresh = Arc::new(self.ramping(cfg, CellRef::single())?);
                 replaced = Some(std::mem::replace(&mut slots[i], fresh));
             }
-            None => slots.push(Arc::new(self.ramping(cfg)?)),
+            None => slots.push(Arc::new(self.ramping(cfg, CellRef::single())?)),
         }
         let mut drained = (*old.drained).clone();
         drained.remove(&cfg.id);
@@ -68,8 +69,12 @@ impl Pool {
         self.current.store(Arc::new(snapshot));
     }
 
-    fn ramping(&self, cfg: &BackendConfig) -> Result<BackendSlot, http::uri::InvalidUri> {
-        let slot = BackendSlot::new(cfg, &self.load)?;
+    fn ramping(
+        &self,
+        cfg: &BackendConfig,
+        cell: CellRef,
+    ) -> Result<BackendSlot, http::uri::InvalidUri> {
+        let slot = BackendSlot::new(cfg, &self.load, cell)?;
         slot.start_ramp(self.now_ms());
         Ok(slot)
     }
@@ -87,6 +92,14 @@ impl Pool {
         let mut drained = (*old.drained).clone();
         let mut retired = Vec::new();
         let mut slots = Vec::with_capacity(backends.len());
+        // The new backends' cells in one block: a reload that replaces every backend leaves a
+        // snapshot that scans one array again (`pool/cells.rs`).
+        let kept = |cfg: &BackendConfig| {
+            old.index_of(&cfg.id)
+                .is_some_and(|i| old.slots[i].addr == cfg.addr)
+        };
+        let mut cells = CellRef::block(backends.iter().filter(|c| !kept(c)).count()).into_iter();
+        let mut cell = || cells.next().unwrap_or_else(CellRef::single);
         for cfg in backends {
             drained.remove(&cfg.id);
             let current = old.index_of(&cfg.id).map(|i| &old.slots[i]);
@@ -97,9 +110,9 @@ impl Pool {
                 }
                 Some(slot) => {
                     retired.push(Arc::clone(slot));
-                    slots.push(Arc::new(self.ramping(cfg)?));
+                    slots.push(Arc::new(self.ramping(cfg, cell())?));
                 }
-                None => slots.push(Arc::new(self.ramping(cfg)?)),
+                None => slots.push(Arc::new(self.ramping(cfg, cell())?)),
             }
         }
         for slot in &old.slots {

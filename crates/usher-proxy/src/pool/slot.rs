@@ -7,40 +7,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use usher_balancer::BackendId;
 
 use super::bindings::Bindings;
-use super::load::{Counter, PoolLoad};
-use super::state::{BackendState, Gate};
+use super::cells::CellRef;
+use super::load::PoolLoad;
+use super::state::BackendState;
 use super::tunnels::TunnelClose;
 use crate::config::BackendConfig;
 use crate::stats::StatusCounters;
-
-/// What a pick reads about one backend, 16 bytes: availability and in-flight count.
-///
-/// It is a small allocation of its own, shared by the slot (which updates it) and every snapshot
-/// that holds the slot (a dense `Box<[Arc<Hot>]>` the views scan). Inside the ~1 KiB slot, the
-/// same two words sat at one offset of many same-sized allocations, so a 100-backend scan hit a
-/// few L1 sets over and over (measured: least-conn 257 ns → see `benches/pick.rs`); allocated
-/// apart, consecutive cells sit side by side.
-#[derive(Debug, Default)]
-pub(super) struct Hot {
-    /// Draining / health verdict / back-off deadline (see `pool/state.rs`).
-    pub(super) gate: Gate,
-    /// Requests in flight; also feeds the pool-wide sum while the slot is in the pool.
-    pub(super) inflight: Counter,
-}
-
-impl Hot {
-    /// Whether new clients may be sent here at `now_ms`.
-    #[inline]
-    pub(super) fn takes_new(&self, now_ms: u64) -> bool {
-        self.gate.takes_new(now_ms)
-    }
-
-    /// Requests in flight now.
-    #[inline]
-    pub(super) fn inflight(&self) -> u64 {
-        self.inflight.get()
-    }
-}
 
 /// One backend's identity and live counters. Kept across snapshot rebuilds (matched by id and
 /// address), so counters survive membership changes.
@@ -52,7 +24,8 @@ pub struct BackendSlot {
     pub addr: SocketAddr,
     /// `addr` as a URI authority, for upstream request URIs.
     pub authority: http::uri::Authority,
-    pub(super) hot: Arc<Hot>,
+    /// What picks read (see `pool/cells.rs`).
+    pub(super) hot: CellRef,
     requests: AtomicU64,
     pub(super) weight: AtomicU32,
     /// The pool's shared counters (see `pool/load.rs`).
@@ -78,16 +51,17 @@ pub struct BackendSlot {
 }
 
 impl BackendSlot {
-    /// A fresh slot for `cfg`, counting into the pool's `load`.
+    /// A fresh slot for `cfg`, counting into the pool's `load`, with `hot` its (new) pick cell.
     pub(super) fn new(
         cfg: &BackendConfig,
         load: &Arc<PoolLoad>,
+        hot: CellRef,
     ) -> Result<Self, http::uri::InvalidUri> {
         Ok(Self {
             id: cfg.id.clone(),
             addr: cfg.addr,
             authority: cfg.addr.to_string().parse()?,
-            hot: Arc::default(),
+            hot,
             requests: AtomicU64::new(0),
             weight: AtomicU32::new(cfg.weight),
             load: Arc::clone(load),

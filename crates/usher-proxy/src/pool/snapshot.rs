@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use usher_balancer::{BackendId, Member, Selector, SelectorConfig};
 
+use super::cells::Cells;
 use super::load::{PoolLoad, Steady};
-use super::slot::{BackendSlot, Hot};
+use super::slot::BackendSlot;
 use super::view::View;
 
 /// One consistent view of the backend set.
@@ -17,8 +18,9 @@ pub struct Snapshot {
     pub selector: Selector,
     /// The backends.
     pub slots: Vec<Arc<BackendSlot>>,
-    /// `slots[i].hot`, contiguous: what the views scan (see `pool/view.rs`).
-    pub(super) hot: Box<[Arc<Hot>]>,
+    /// `slots[i].hot`, as one array when they are one block: what the views scan (see
+    /// `pool/cells.rs`).
+    pub(super) hot: Cells,
     by_id: HashMap<BackendId, usize>,
     /// Ids removed at the end of a drain (their clients' moves count as `drained`).
     pub(super) drained: Arc<HashSet<BackendId>>,
@@ -48,7 +50,7 @@ impl Snapshot {
             .enumerate()
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
-        let hot = slots.iter().map(|s| Arc::clone(&s.hot)).collect();
+        let hot = Cells::new(slots.iter().map(|s| &s.hot));
         let all_weighted = members.iter().all(|m| m.weight > 0);
         Self {
             selector: Selector::new(&members, selector_config),

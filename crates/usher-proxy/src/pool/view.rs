@@ -109,6 +109,24 @@ impl LoadView for View<'_> {
             .steady
             .totals(&self.snap.load, self.snap.slots.len(), scan)
     }
+    /// One pass over the snapshot's dense cells.
+    #[inline]
+    fn visit_inflight<T: Copy>(
+        &self,
+        range: std::ops::Range<usize>,
+        with: &[T],
+        mut visit: impl FnMut(usize, u64, T) -> bool,
+    ) -> bool {
+        self.snap
+            .hot
+            .visit(range, with, |i, h, t| visit(i, h.inflight(), t))
+    }
+    /// O(1) while nothing changed since every backend was last seen taking new work.
+    #[inline]
+    fn all_available(&self) -> bool {
+        let check = || self.snap.hot.all(|h| h.takes_new(self.now_ms));
+        self.snap.steady.all_take_new(&self.snap.load, check)
+    }
 }
 
 impl BoundView for View<'_> {
