@@ -81,6 +81,7 @@ impl Bench {
             raw: raw.to_path_buf(),
             key_file,
             maxconn: (fds.saturating_sub(200) / 2).clamp(256, 20_000),
+            forwarding: crate::configs::Forwarding::default(),
         };
         Ok(Self {
             wrk: Wrk::new(&tmp)?,

@@ -51,6 +51,10 @@ pub struct CompareArgs {
         default_value = "direct,usher,haproxy,nginx"
     )]
     pub systems: Vec<String>,
+    /// Headers HAProxy and NGINX add: `same` (what usher lb adds by default: forwarding headers
+    /// and a request id, so all do the same work) or `bare` (none, their defaults).
+    #[arg(long, default_value = "same")]
+    pub others_forwarding: String,
 }
 
 /// One run as stored in `runs.jsonl`.
@@ -95,6 +99,7 @@ pub fn run(mut a: CompareArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| System::parse(s).with_context(|| format!("unknown system {s:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let forwarding = crate::configs::Forwarding::parse(&a.others_forwarding)?;
     let date = machine::today();
     let raw = a.out.join("raw").join(format!("compare-{date}"));
     let repo = std::env::current_dir()?;
@@ -106,8 +111,10 @@ pub fn run(mut a: CompareArgs) -> anyhow::Result<()> {
         reps: a.reps,
         duration: a.duration,
         raw: raw.display().to_string(),
+        forwarding: forwarding.describe().to_owned(),
     };
-    let bench = Bench::new(&a.usher, &raw)?;
+    let mut bench = Bench::new(&a.usher, &raw)?;
+    bench.env.forwarding = forwarding;
     let (_backend_procs, backends) = bench.backends(3, 1, None)?;
     eprintln!("backends: {backends:?}");
     let mut records = Vec::new();

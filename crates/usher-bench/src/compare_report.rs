@@ -53,6 +53,8 @@ pub struct Meta {
     pub duration: u64,
     /// Raw output directory.
     pub raw: String,
+    /// What the other proxies add to requests (`Forwarding::describe`).
+    pub forwarding: String,
 }
 
 /// Medians of one system in one cell.
@@ -191,6 +193,7 @@ pub fn render(
     );
     let _ = writeln!(r, "Command: `{}`\n", meta.command);
     let _ = writeln!(r, "Pinning: {}\n", meta.pinning);
+    let _ = writeln!(r, "Headers: {}.\n", meta.forwarding);
     let _ = writeln!(r, "{}", meta.versions);
     let _ = writeln!(
         r,
@@ -355,6 +358,7 @@ mod tests {
             reps: 1,
             duration: 1,
             raw: "raw".into(),
+            forwarding: "same work".into(),
         };
         let (r, _) = render(&meta, &cells, &records, &["ok".into()]);
         assert!(r.contains("| usher | 44000 (44000..44000) | 0.10 ms | 0.80 ms | 0.44 | 1.10 | 99 % | 10.0 MiB (20.0) |"), "{r}");

@@ -68,6 +68,8 @@ pub struct Env {
     pub key_file: PathBuf,
     /// HAProxy `maxconn` that fits the fd limit.
     pub maxconn: usize,
+    /// Which headers HAProxy and NGINX add.
+    pub forwarding: configs::Forwarding,
 }
 
 /// Extra knobs for `usher lb` (the scaling curves).
@@ -164,7 +166,7 @@ pub fn start(
             let cfg = env.raw.join(format!("{name}.cfg"));
             std::fs::write(
                 &cfg,
-                configs::haproxy(addr, backends, threads, mode, env.maxconn),
+                configs::haproxy(addr, backends, threads, mode, env.maxconn, env.forwarding),
             )?;
             let args = vec!["-f".to_owned(), cfg.display().to_string(), "-db".to_owned()];
             Proc::spawn(&name, cpus, &PathBuf::from("haproxy"), &args, &log)?
@@ -173,7 +175,10 @@ pub fn start(
             let dir = env.tmp.join(&name);
             std::fs::create_dir_all(&dir)?;
             let cfg = env.raw.join(format!("{name}.conf"));
-            std::fs::write(&cfg, configs::nginx(addr, backends, threads, mode, &dir))?;
+            std::fs::write(
+                &cfg,
+                configs::nginx(addr, backends, threads, mode, &dir, env.forwarding),
+            )?;
             let args = vec![
                 "-c".to_owned(),
                 cfg.display().to_string(),
