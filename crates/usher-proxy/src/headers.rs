@@ -256,21 +256,24 @@ pub fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// Removes cookie `name` from the `Cookie` header(s), keeping every other pair verbatim.
 /// Drops the header altogether when nothing else is left.
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
-    // Cheap pre-checks: the name appears nowhere (most requests in other modes), or the only
-    // field is just this cookie (the common sticky request): no parsing, no allocation.
+    // Cheap pre-checks on a single `Cookie` field, no allocation: with one pair (the common
+    // sticky request carries only this cookie) it is either ours, and the field goes, or not,
+    // and nothing changes; with several, a name that appears nowhere changes nothing. The
+    // one-pair test comes first because it needs no substring search (a `memmem` finder is
+    // built per call and cost more than the rest of this function).
     let mut values = headers.get_all(header::COOKIE).iter();
     match (values.next(), values.next()) {
         (None, _) => return,
-        (Some(v), None) if memchr::memmem::find(v.as_bytes(), name.as_bytes()).is_none() => return,
-        (Some(v), None)
-            if memchr::memchr(b';', v.as_bytes()).is_none()
-                && cookie_pairs(v.as_bytes())
-                    .next()
-                    .is_some_and(|(k, _)| k == name.as_bytes()) =>
-        {
-            headers.remove(header::COOKIE);
+        (Some(v), None) if memchr::memchr(b';', v.as_bytes()).is_none() => {
+            if cookie_pairs(v.as_bytes())
+                .next()
+                .is_some_and(|(k, _)| k == name.as_bytes())
+            {
+                headers.remove(header::COOKIE);
+            }
             return;
         }
+        (Some(v), None) if memchr::memmem::find(v.as_bytes(), name.as_bytes()).is_none() => return,
         _ => {}
     }
     if find_cookie(headers, name).is_none() {

@@ -132,6 +132,19 @@ fn cookies_are_found_and_stripped_verbatim() {
     let mut h = map(&[("cookie", "usher=only")]);
     strip_cookie(&mut h, "usher");
     assert!(h.get("cookie").is_none());
+    let mut h = map(&[("cookie", " usher = v ")]);
+    strip_cookie(&mut h, "usher");
+    assert!(
+        h.get("cookie").is_none(),
+        "a lone pair with spaces is still ours"
+    );
+    // One pair that is not ours (another name, a longer name, our name as a value, no `=`):
+    // the field stays byte for byte.
+    for other in ["other=1", "usherx=1", "a=usher", "usher", ""] {
+        let mut h = map(&[("cookie", other)]);
+        strip_cookie(&mut h, "usher");
+        assert_eq!(h["cookie"], other, "{other:?}");
+    }
 }
 
 #[test]
