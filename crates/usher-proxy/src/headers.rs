@@ -175,21 +175,31 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
         }
     }
 
-    let mut element = String::with_capacity(64);
-    element.push_str(&text.for_token);
-    if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok())
-        && h.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    {
-        element.push_str(";host=\"");
-        element.push_str(h);
-        element.push('"');
-    }
-    element.push_str(";proto=");
-    element.push_str(fwd.proto);
+    // The element is built at its exact size: `Bytes` takes a full `Vec` over as is, where a
+    // spare capacity would cost a second allocation per request.
+    let host_text = host.as_ref().map(HeaderValue::as_bytes).filter(|h| {
+        h.iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    });
+    let parts: [&[u8]; 6] = [
+        text.for_token.as_bytes(),
+        if host_text.is_some() {
+            b";host=\""
+        } else {
+            b""
+        },
+        host_text.unwrap_or_default(),
+        if host_text.is_some() { b"\"" } else { b"" },
+        b";proto=",
+        fwd.proto.as_bytes(),
+    ];
     let forwarded = match (fwd.peer_trusted, chain(headers, &header::FORWARDED)) {
-        (true, Some(prev)) => format!("{prev}, {element}"),
-        _ => element,
+        (true, Some(prev)) => [prev.as_bytes(), b", "]
+            .into_iter()
+            .chain(parts)
+            .collect::<Vec<&[u8]>>()
+            .concat(),
+        _ => parts.concat(),
     };
     match HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)) {
         Ok(v) => {
@@ -235,7 +245,10 @@ pub fn ensure_request_id(headers: &mut HeaderMap, random: u128) -> HeaderValue {
     for (i, b) in text.iter_mut().enumerate() {
         *b = HEX[((random >> (124 - 4 * i)) & 0xf) as usize];
     }
-    let id = HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"));
+    // Owned by a shared allocation from the start, so the copy echoed on the response is a
+    // reference count, not a second allocation.
+    let id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"));
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
 }

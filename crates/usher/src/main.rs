@@ -11,7 +11,9 @@ use clap::{Parser, Subcommand};
 /// mimalloc instead of the system allocator: the proxy allocates and frees a few small blocks
 /// per request on every thread, which glibc's malloc served with about 8 % more instructions per
 /// proxied request (see docs/benchmarks.md, "2026-12-04"). Built with `no_thp`: with transparent
-/// huge pages its arenas started `usher lb` at 23 MiB of RSS instead of 12.
+/// huge pages its arenas started `usher lb` at 23 MiB of RSS instead of 12. Off with
+/// `--no-default-features`, for counting allocations under valgrind's dhat.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
