@@ -181,15 +181,15 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: Forwarding<'_>) {
         h.iter()
             .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
     });
+    let (open, host_text, close): (&[u8], &[u8], &[u8]) = match host_text {
+        Some(h) => (b";host=\"", h, b"\""),
+        None => (b"", b"", b""),
+    };
     let parts: [&[u8]; 6] = [
         text.for_token.as_bytes(),
-        if host_text.is_some() {
-            b";host=\""
-        } else {
-            b""
-        },
-        host_text.unwrap_or_default(),
-        if host_text.is_some() { b"\"" } else { b"" },
+        open,
+        host_text,
+        close,
         b";proto=",
         fwd.proto.as_bytes(),
     ];
