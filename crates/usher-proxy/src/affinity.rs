@@ -6,6 +6,8 @@
 //! The sealed-cookie spec: no cookie → pick and set; tampered/unknown-key/expired → ignore, pick,
 //! set a fresh one (never an error); valid for an available backend → route there, no `Set-Cookie`
 //! unless the idle expiry needs refreshing; the cookie is always stripped before forwarding.
+//! A connection that presents the same sealed cookie again is served from its [`OpenedToken`]
+//! memo instead of decrypting it once more (expiry is still checked every time).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,6 +22,13 @@ use crate::config::{AffinityMode, CookieConfig, FailurePolicy, LbConfig, SameSit
 use crate::headers::{find_cookie, find_query};
 use crate::pool::{BoundView, Snapshot};
 use crate::stats::Outcome;
+
+mod opened;
+pub use opened::OpenedToken;
+
+/// Source of [`Affinity`] generations: each instance gets its own, so a connection's
+/// [`OpenedToken`] memo never outlives the key ring that checked it.
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// What a request carries that ties it to a backend.
 #[derive(Debug, Clone)]
@@ -72,6 +81,7 @@ pub struct Affinity {
     nonces: Nonces,
     slow_start_ms: u64,
     app_cookie: crate::config::AppCookieConfig,
+    generation: u64,
 }
 
 impl Affinity {
@@ -93,6 +103,7 @@ impl Affinity {
             nonces: Nonces::new(rand::random()),
             app_cookie: config.app_cookie.clone(),
             slow_start_ms: u64::try_from(config.slow_start.as_millis()).unwrap_or(u64::MAX),
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -101,7 +112,8 @@ impl Affinity {
         matches!(self.mode, AffinityMode::Cookie).then_some(self.cookie.name.as_str())
     }
 
-    /// Reads a request's affinity key. `client` is the client address (after trusted proxies).
+    /// Reads a request's affinity key. `client` is the client address (after trusted proxies);
+    /// `opened` is the connection's memo of the sealed cookie it last presented.
     pub fn read(
         &self,
         headers: &HeaderMap,
@@ -109,6 +121,7 @@ impl Affinity {
         client: IpAddr,
         now: u64,
         at: Instant,
+        opened: &OpenedToken,
     ) -> Key {
         let hashed = |v: &[u8]| {
             let h = hash_key(v);
@@ -127,15 +140,15 @@ impl Affinity {
             AffinityMode::None => unbound(Outcome::Unpinned),
             AffinityMode::Cookie => match find_cookie(headers, &self.cookie.name) {
                 None => unbound(Outcome::New),
-                Some(token) => match self.keys.open(token, now) {
-                    Ok((claims, _key_id)) => Key {
+                Some(token) => match self.open(token, now, opened) {
+                    Ok((claims, identity)) => Key {
                         binding: Binding::Pinned {
                             id: claims.backend.clone(),
                             claims: Some(claims),
                             fallback_hash: None,
                         },
                         outcome: Outcome::Hit,
-                        identity: Some(hash_key(token.as_bytes())),
+                        identity: Some(identity),
                     },
                     Err(OpenError::Expired { .. }) => unbound(Outcome::Expired),
                     Err(_) => unbound(Outcome::Invalid),
@@ -184,6 +197,28 @@ impl Affinity {
                 }
             },
         }
+    }
+
+    /// Opens a sealed cookie, reusing the connection's memo when it holds this very token:
+    /// the claims and the token's identity hash, or why it does not open. Expiry is checked at
+    /// `now` either way, exactly as [`KeyRing::open`] checks it.
+    fn open(
+        &self,
+        token: &str,
+        now: u64,
+        opened: &OpenedToken,
+    ) -> Result<(Claims, u64), OpenError> {
+        if let Some((claims, identity)) = opened.get(self.generation, token) {
+            let at = claims.idle_expires_at.min(claims.expires_at);
+            if now >= at {
+                return Err(OpenError::Expired { at, claims });
+            }
+            return Ok((claims, identity));
+        }
+        let (claims, _key_id) = self.keys.open(token, now)?;
+        let identity = hash_key(token.as_bytes());
+        opened.put(self.generation, token, &claims, identity);
+        Ok((claims, identity))
     }
 
     /// Chooses a backend for `key` in `snap`, given the load `view` and a fresh random value.
@@ -399,19 +434,4 @@ pub fn unix_now() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nonces_count_up_from_a_random_start_and_wrap_within_96_bits() {
-        let n = Nonces::new(u128::MAX);
-        assert_eq!(n.next(), [0xff; NONCE_LEN]);
-        assert_eq!(n.next(), [0; NONCE_LEN], "wraps at 2^96");
-        let mut third = [0; NONCE_LEN];
-        third[NONCE_LEN - 1] = 1;
-        assert_eq!(n.next(), third);
-        let m = Nonces::new(5);
-        let a = m.next();
-        assert_ne!(a, m.next());
-    }
-}
+mod tests;

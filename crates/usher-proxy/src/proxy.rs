@@ -79,9 +79,14 @@ async fn proxy(
         .any(|n| n.contains(&peer.ip()));
     let client = headers::client_ip(peer.ip(), &parts.headers, &live.config.trusted_proxies);
     let (now, at) = (unix_now(), Instant::now());
-    let key = live
-        .affinity
-        .read(&parts.headers, &parts.uri, client, now, at);
+    let key = live.affinity.read(
+        &parts.headers,
+        &parts.uri,
+        client,
+        now,
+        at,
+        &conn.opened_token,
+    );
 
     if let Some(name) = live.affinity.own_cookie() {
         headers::strip_cookie(&mut parts.headers, name);

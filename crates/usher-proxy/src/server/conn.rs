@@ -47,6 +47,8 @@ pub struct ConnState {
     pub(crate) peer_text: crate::headers::PeerText,
     /// The tunnel to run once the 101 has been written.
     tunnel: Mutex<Option<Tunnel>>,
+    /// The sealed affinity cookie this connection last presented, already opened.
+    pub(crate) opened_token: crate::affinity::OpenedToken,
 }
 
 impl ConnState {
@@ -54,6 +56,7 @@ impl ConnState {
         Self {
             peer_text: crate::headers::PeerText::new(peer),
             tunnel: Mutex::new(None),
+            opened_token: crate::affinity::OpenedToken::new(),
         }
     }
 
