@@ -12,23 +12,25 @@
 //! Nothing is trusted that was not checked: an entry is stored only after the token opened, a hit
 //! needs the exact token text and the same [`Affinity`](super::Affinity) instance (so a reload
 //! with other keys never reuses an old verdict), and expiry is checked again at every use. The
-//! memo is per connection, so one client cannot evict or read another's entry. On HTTP/2 the
-//! streams of a connection share it; a stream that finds it busy simply opens the token itself.
+//! memo is per connection, so one client cannot evict or read another's entry. It takes no lock:
+//! reading is an [`ArcSwapOption`] load, and storing (only when a connection presents a token it
+//! has not presented just before) swaps in a new entry; HTTP/2 streams of one connection share it.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use usher_balancer::Claims;
 
 /// One connection's memo (see the module docs).
 #[derive(Debug, Default)]
 pub struct OpenedToken {
-    last: Mutex<Option<Opened>>,
+    last: ArcSwapOption<Opened>,
 }
 
 #[derive(Debug)]
 struct Opened {
     generation: u64,
-    token: String,
+    token: Box<str>,
     claims: Claims,
     identity: u64,
 }
@@ -42,33 +44,19 @@ impl OpenedToken {
     /// The claims and identity hash of `token` if it is the token last stored under
     /// `generation`. Expiry is the caller's to check.
     pub(super) fn get(&self, generation: u64, token: &str) -> Option<(Claims, u64)> {
-        let last = self.last.try_lock().ok()?;
-        let o = last.as_ref()?;
-        (o.generation == generation && o.token == token).then(|| (o.claims.clone(), o.identity))
+        let last = self.last.load();
+        let o = last.as_deref()?;
+        (o.generation == generation && *o.token == *token).then(|| (o.claims.clone(), o.identity))
     }
 
-    /// Remembers that `token` opened to `claims` under `generation` (reusing the text buffer).
+    /// Remembers that `token` opened to `claims` under `generation`.
     pub(super) fn put(&self, generation: u64, token: &str, claims: &Claims, identity: u64) {
-        let Ok(mut last) = self.last.try_lock() else {
-            return;
-        };
-        match last.as_mut() {
-            Some(o) => {
-                o.generation = generation;
-                o.token.clear();
-                o.token.push_str(token);
-                o.claims.clone_from(claims);
-                o.identity = identity;
-            }
-            None => {
-                *last = Some(Opened {
-                    generation,
-                    token: token.to_owned(),
-                    claims: claims.clone(),
-                    identity,
-                });
-            }
-        }
+        self.last.store(Some(Arc::new(Opened {
+            generation,
+            token: token.into(),
+            claims: claims.clone(),
+            identity,
+        })));
     }
 }
 
@@ -105,20 +93,5 @@ mod tests {
         memo.put(3, "second", &claims("b"), 9);
         assert!(memo.get(1, "first-token-text").is_none());
         assert_eq!(memo.get(3, "second"), Some((claims("b"), 9)));
-    }
-
-    #[test]
-    fn a_busy_memo_is_a_miss_not_a_wait() {
-        let memo = OpenedToken::new();
-        memo.put(1, "tok", &claims("a"), 7);
-        let held = memo.last.lock().expect("not poisoned");
-        assert!(memo.get(1, "tok").is_none());
-        memo.put(1, "other", &claims("b"), 8);
-        drop(held);
-        assert_eq!(
-            memo.get(1, "tok"),
-            Some((claims("a"), 7)),
-            "put while busy was skipped"
-        );
     }
 }
