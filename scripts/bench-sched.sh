@@ -97,33 +97,37 @@ ticks() {
   echo "$t"
 }
 
+# utime and stime (clock ticks) of one process.
+split_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
+
 tck=$(getconf CLK_TCK)
 for addr in "$hport" "$uport"; do
   taskset -c 0 wrk -t1 -c"$conns" -d1s "http://127.0.0.1:$addr/" >/dev/null
 done
 printf '%-8s %8s %8s | %-15s | %-15s | %-15s | %s\n' system 'req/s' p99 \
-  'wrk sw/1k v/i' 'backend sw/1k' 'proxy sw/1k' 'CPU µs/req: proxy backends wrk'
+  'wrk sw/1k v/i' 'backend sw/1k' 'proxy sw/1k' 'CPU µs/req: proxy (user+sys) backends wrk'
 for rep in $(seq "$reps"); do
   for sys in haproxy usher; do
     if [ "$sys" = haproxy ]; then port=$hport; ppid=$hpid; else port=$uport; ppid=$upid; fi
     read -r bv0 bn0 <<<"$(switches "${bpids[@]}")"; read -r pv0 pn0 <<<"$(switches "$ppid")"
-    pc0=$(ticks "$ppid"); bc0=$(ticks "${bpids[@]}")
+    pc0=$(ticks "$ppid"); bc0=$(ticks "${bpids[@]}"); read -r pu0 ps0 <<<"$(split_ticks "$ppid")"
     out=$({ /usr/bin/time -f 'TIME %w %c %U %S' taskset -c 0 \
       wrk -t1 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$port/"; } 2>&1)
     read -r bv1 bn1 <<<"$(switches "${bpids[@]}")"; read -r pv1 pn1 <<<"$(switches "$ppid")"
-    pc1=$(ticks "$ppid"); bc1=$(ticks "${bpids[@]}")
+    pc1=$(ticks "$ppid"); bc1=$(ticks "${bpids[@]}"); read -r pu1 ps1 <<<"$(split_ticks "$ppid")"
     read -r wv wn wu ws <<<"$(awk '/^TIME/ { print $2, $3, $4, $5 }' <<<"$out")"
     n=$(awk '/requests in/ { print $1 }' <<<"$out")
     rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
     p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
     awk -v s="$sys" -v rps="$rps" -v p99="$p99" -v n="$n" -v tck="$tck" \
       -v wv="$wv" -v wn="$wn" -v wc="$wu $ws" -v bv=$((bv1 - bv0)) -v bn=$((bn1 - bn0)) \
-      -v pv=$((pv1 - pv0)) -v pn=$((pn1 - pn0)) -v pc=$((pc1 - pc0)) -v bc=$((bc1 - bc0)) \
+      -v pv=$((pv1 - pv0)) -v pn=$((pn1 - pn0)) -v pc=$((pc1 - pc0)) -v bc=$((bc1 - bc0)) -v pu=$((pu1 - pu0)) -v ps=$((ps1 - ps0)) \
       'BEGIN {
         k = n / 1000; split(wc, w, " ")
-        printf "%-8s %8.0f %8s | %6.1f / %6.1f | %6.1f / %6.1f | %6.1f / %6.1f | %5.1f %5.1f %5.1f\n",
+        us = tck * n / 1e6
+        printf "%-8s %8.0f %8s | %6.1f / %6.1f | %6.1f / %6.1f | %6.1f / %6.1f | %5.1f (%4.1f+%4.1f) %5.1f %5.1f\n",
           s, rps, p99, wv / k, wn / k, bv / k, bn / k, pv / k, pn / k,
-          pc / tck * 1e6 / n, bc / tck * 1e6 / n, (w[1] + w[2]) * 1e6 / n
+          pc / us, pu / us, ps / us, bc / us, (w[1] + w[2]) * 1e6 / n
       }'
   done
 done
