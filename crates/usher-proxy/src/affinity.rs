@@ -209,7 +209,7 @@ impl Affinity {
         opened: &OpenedToken,
     ) -> Result<(Claims, u64), OpenError> {
         if let Some((claims, identity)) = opened.get(self.generation, token) {
-            let at = claims.idle_expires_at.min(claims.expires_at);
+            let at = claims.end();
             if now >= at {
                 return Err(OpenError::Expired { at, claims });
             }

@@ -100,6 +100,12 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// When the binding ends unless refreshed: the earlier of the idle and the absolute expiry.
+    /// A token is expired at any `now >= self.end()`.
+    pub fn end(&self) -> u64 {
+        self.idle_expires_at.min(self.expires_at)
+    }
+
     /// Writes the plaintext layout (module docs) into `out`; returns the length written.
     fn encode(&self, out: &mut [u8; MAX_PLAINTEXT]) -> usize {
         let id = self.backend.as_str().as_bytes();
@@ -229,7 +235,7 @@ impl KeyRing {
             .decrypt_in_place_detached((&*nonce).into(), header, body, (&*tag).into())
             .map_err(|_| OpenError::Forged)?;
         let claims = Claims::decode(body).ok_or(OpenError::Malformed)?;
-        let at = claims.idle_expires_at.min(claims.expires_at);
+        let at = claims.end();
         if now >= at {
             return Err(OpenError::Expired { at, claims });
         }
