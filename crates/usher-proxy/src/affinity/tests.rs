@@ -32,11 +32,34 @@ fn with_cookie(name: &str, token: &str) -> HeaderMap {
     h
 }
 
-/// Reads `headers` at Unix time `now` through `memo`: (outcome, pinned backend).
-fn read(a: &Affinity, headers: &HeaderMap, now: u64, memo: &OpenedToken) -> (Outcome, String) {
-    let uri = Uri::from_static("/");
+/// Claims pinning to `b0` (idle expiry 2 000, absolute 3 000) and their token under `ring(7)`.
+fn sealed_b0() -> (Claims, String) {
+    let claims = Claims {
+        backend: BackendId::new("b0").expect("id"),
+        issued_at: 1_000,
+        idle_expires_at: 2_000,
+        expires_at: 3_000,
+    };
+    let token = ring(7).seal(&claims, [3; NONCE_LEN]);
+    (claims, token)
+}
+
+/// The key `a` reads from `headers` at Unix time `now` through `memo`.
+fn read_key(a: &Affinity, headers: &HeaderMap, now: u64, memo: &OpenedToken) -> Key {
     let ip = IpAddr::from([127, 0, 0, 1]);
-    let key = a.read(headers, &uri, ip, now, Instant::now(), memo);
+    a.read(
+        headers,
+        &Uri::from_static("/"),
+        ip,
+        now,
+        Instant::now(),
+        memo,
+    )
+}
+
+/// [`read_key`] as (outcome, pinned backend).
+fn read(a: &Affinity, headers: &HeaderMap, now: u64, memo: &OpenedToken) -> (Outcome, String) {
+    let key = read_key(a, headers, now, memo);
     let pinned = match key.binding {
         Binding::Pinned { id, .. } => id.as_str().to_owned(),
         _ => String::new(),
@@ -47,33 +70,13 @@ fn read(a: &Affinity, headers: &HeaderMap, now: u64, memo: &OpenedToken) -> (Out
 #[test]
 fn a_remembered_token_reads_as_when_first_opened_and_still_expires() {
     let a = cookie_affinity(7);
-    let claims = Claims {
-        backend: BackendId::new("b0").expect("id"),
-        issued_at: 1_000,
-        idle_expires_at: 2_000,
-        expires_at: 3_000,
-    };
-    let token = ring(7).seal(&claims, [3; NONCE_LEN]);
+    let (claims, token) = sealed_b0();
     let headers = with_cookie(&a.cookie.name, &token);
     let memo = OpenedToken::new();
-    let first = a.read(
-        &headers,
-        &Uri::from_static("/"),
-        [127, 0, 0, 1].into(),
-        1_500,
-        Instant::now(),
-        &memo,
-    );
+    let first = read_key(&a, &headers, 1_500, &memo);
     assert_eq!(first.identity, Some(hash_key(token.as_bytes())));
     assert_eq!(memo.get(a.generation, &token).map(|(c, _)| c), Some(claims));
-    let again = a.read(
-        &headers,
-        &Uri::from_static("/"),
-        [127, 0, 0, 1].into(),
-        1_500,
-        Instant::now(),
-        &memo,
-    );
+    let again = read_key(&a, &headers, 1_500, &memo);
     assert_eq!(again.identity, first.identity);
     assert_eq!(
         read(&a, &headers, 1_999, &memo),
@@ -89,13 +92,7 @@ fn a_remembered_token_reads_as_when_first_opened_and_still_expires() {
 #[test]
 fn a_token_remembered_under_other_keys_is_checked_again() {
     let old = cookie_affinity(7);
-    let claims = Claims {
-        backend: BackendId::new("b0").expect("id"),
-        issued_at: 1_000,
-        idle_expires_at: 2_000,
-        expires_at: 3_000,
-    };
-    let token = ring(7).seal(&claims, [3; NONCE_LEN]);
+    let (_, token) = sealed_b0();
     let headers = with_cookie(&old.cookie.name, &token);
     let memo = OpenedToken::new();
     assert_eq!(
