@@ -6,8 +6,10 @@
 //! opened with its claims: the next request that carries byte-for-byte the same token reuses them
 //! instead of decrypting again. Measured with callgrind (`usher lb`, one thread, curl over one
 //! connection, 2026-12-07): sealed-cookie mode cost 5 050 instructions per request more than
-//! `--affinity none` before, 2 680 with the memo; the rest is the `Cookie` field itself (parse,
+//! `--affinity none` before, about 2 700 with the memo (2 470 once the per-request maps also
+//! moved from SipHash to foldhash); the rest is mostly the `Cookie` field itself (parse,
 //! validate, find, strip), which any proxy reading a cookie pays.
+//! `scripts/bench-allocs.sh --instructions` measures it.
 //!
 //! Nothing is trusted that was not checked: an entry is stored only after the token opened, a hit
 //! needs the exact token text and the same [`Affinity`](super::Affinity) instance (so a reload
